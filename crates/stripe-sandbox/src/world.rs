@@ -1,0 +1,284 @@
+//! The sandbox's state: every Stripe object it holds, as the JSON Stripe would render it,
+//! plus what Stripe keeps out of sight (card behaviour, idempotent responses, deliveries).
+//!
+//! Objects are kept as `serde_json::Value` rather than typed structs: the sandbox's job is
+//! to answer in Stripe's wire format, and updates become "change these fields", from which
+//! an event's `previous_attributes` falls out as a diff.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::ids::new_id;
+
+/// Stripe's API version the sandbox speaks (the vendored OpenAPI subset's version).
+pub const API_VERSION: &str = "2026-05-27.dahlia";
+
+/// How a test card behaves when charged, after Stripe's test card table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardBehaviour {
+    /// 4242 4242 4242 4242 and the other plain test cards.
+    Succeeds,
+    /// Every charge is declined (4000 0000 0000 0002, 9995, 0069, 0127).
+    Declines(Decline),
+    /// 4000 0025 0000 3155: on-session payments ask for 3-D Secure; once set up,
+    /// off-session renewals go through.
+    Requires3ds,
+    /// 4000 0000 0000 0341: attaching succeeds, every charge fails.
+    AttachThenFail,
+}
+
+/// A decline as Stripe reports it: error code, decline code, and the message shown to the payer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decline {
+    pub code: &'static str,
+    pub decline_code: Option<&'static str>,
+    pub message: &'static str,
+}
+
+impl Decline {
+    pub const GENERIC: Decline = Decline {
+        code: "card_declined",
+        decline_code: Some("generic_decline"),
+        message: "Your card was declined.",
+    };
+}
+
+/// A response kept for an `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    pub method: String,
+    pub path: String,
+    pub params: Value,
+    pub status: u16,
+    pub body: Value,
+}
+
+/// The request that caused an event (`event.request`).
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    pub id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Everything the sandbox knows. One instance behind one mutex: the sandbox serves tests
+/// and demos, where simple and obviously serialisable beats concurrent.
+#[derive(Default)]
+pub struct World {
+    objects: HashMap<String, Value>,
+    by_kind: HashMap<String, Vec<String>>,
+    pub idempotency: HashMap<(String, String), StoredResponse>,
+    pub cards: HashMap<String, CardBehaviour>,
+    /// Events created since the last drain, to hand to the webhook dispatcher.
+    pub outbox: Vec<Value>,
+    /// The request being served, stamped on the events it causes.
+    pub request: Option<RequestInfo>,
+    /// What Stripe keeps about an object but does not show (a session's line items, say),
+    /// keyed by the object's id.
+    pub hidden: HashMap<String, Value>,
+    /// Meter event identifiers already accepted, with when (Stripe deduplicates on them
+    /// over a rolling 24 hours).
+    pub meter_identifiers: HashMap<String, i64>,
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn wall_clock() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl World {
+    /// Stores a new object (it must carry `id` and `object`) and returns a copy of it.
+    pub fn insert(&mut self, obj: Value) -> Value {
+        let id = obj["id"].as_str().unwrap_or_default().to_owned();
+        let kind = obj["object"].as_str().unwrap_or_default().to_owned();
+        self.by_kind.entry(kind).or_default().push(id.clone());
+        self.objects.insert(id, obj.clone());
+        obj
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Value> {
+        self.objects.get(id)
+    }
+
+    /// The object of this type with this id, or Stripe's `resource_missing` error.
+    /// `label` is the noun in the message ("customer", "price"), `param` the parameter that named it.
+    pub fn fetch(&self, kind: &str, id: &str, label: &str, param: &str) -> ApiResult<Value> {
+        match self.objects.get(id) {
+            Some(obj) if obj["object"] == kind && obj.get("deleted").is_none() => Ok(obj.clone()),
+            _ => Err(ApiError::missing(label, id, param)),
+        }
+    }
+
+    /// Replaces fields of an object. Returns the new object and what an `*.updated` event's
+    /// `previous_attributes` shows for the change: the old values of what changed, descending
+    /// into nested objects so that only their changed keys appear, arrays whole.
+    pub fn update(&mut self, id: &str, change: impl FnOnce(&mut Value)) -> (Value, Value) {
+        let Some(obj) = self.objects.get_mut(id) else {
+            return (Value::Null, json!({}));
+        };
+        let before = obj.clone();
+        change(obj);
+        let previous = previous_attributes(&before, obj).unwrap_or_else(|| json!({}));
+        (obj.clone(), previous)
+    }
+
+    /// Marks an object deleted, as Stripe's delete endpoints answer: `{id, object, deleted: true}`.
+    pub fn delete(&mut self, id: &str) -> Value {
+        if let Some(obj) = self.objects.get_mut(id) {
+            obj["deleted"] = json!(true);
+        }
+        let kind = self
+            .objects
+            .get(id)
+            .map(|o| o["object"].clone())
+            .unwrap_or(Value::Null);
+        json!({ "id": id, "object": kind, "deleted": true })
+    }
+
+    /// Live objects of one type, newest first (Stripe's list order).
+    pub fn all(&self, kind: &str) -> impl Iterator<Item = &Value> {
+        self.by_kind
+            .get(kind)
+            .map(|ids| ids.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .filter_map(|id| self.objects.get(id))
+            .filter(|o| o.get("deleted").is_none())
+    }
+
+    /// The time that applies to a customer: its test clock's frozen time, else now.
+    pub fn now_for_customer(&self, customer: Option<&str>) -> i64 {
+        customer
+            .and_then(|c| self.objects.get(c))
+            .and_then(|c| c["test_clock"].as_str())
+            .and_then(|clock| self.objects.get(clock))
+            .and_then(|clock| clock["frozen_time"].as_i64())
+            .unwrap_or_else(wall_clock)
+    }
+
+    /// Records an event about `object` and queues it for delivery. `previous` is kept only on
+    /// `*.updated` events, the only ones Stripe documents `previous_attributes` on.
+    pub fn emit(&mut self, kind: &str, object: &Value, previous: Option<Value>, created: i64) {
+        let request = match &self.request {
+            Some(r) => json!({ "id": r.id, "idempotency_key": r.idempotency_key }),
+            None => json!({ "id": null, "idempotency_key": null }),
+        };
+        let mut data = json!({ "object": object });
+        if kind.ends_with(".updated")
+            && let Some(prev) = previous.filter(|p| p.as_object().is_some_and(|m| !m.is_empty()))
+        {
+            data["previous_attributes"] = prev;
+        }
+        let event = json!({
+            "id": new_id("evt"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": created,
+            "data": data,
+            "livemode": false,
+            "pending_webhooks": 0,
+            "request": request,
+            "type": kind,
+        });
+        let event = self.insert(event);
+        self.outbox.push(event);
+    }
+
+    /// Sets an event's `pending_webhooks` once the dispatcher knows how many endpoints get it.
+    pub fn set_pending_webhooks(&mut self, event_id: &str, n: usize) {
+        if let Some(e) = self.objects.get_mut(event_id) {
+            e["pending_webhooks"] = json!(n);
+        }
+    }
+}
+
+/// The old values of what differs between `old` and `new`, `None` when nothing does.
+/// Objects are compared key by key (a key that appeared shows as `null`); anything else,
+/// arrays included, is reported whole, as Stripe reports an array with any changed element.
+fn previous_attributes(old: &Value, new: &Value) -> Option<Value> {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut out = Map::new();
+            for (k, v) in o {
+                match n.get(k) {
+                    Some(nv) => {
+                        if let Some(d) = previous_attributes(v, nv) {
+                            out.insert(k.clone(), d);
+                        }
+                    }
+                    None => {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in n.keys().filter(|k| !o.contains_key(*k)) {
+                out.insert(k.clone(), Value::Null);
+            }
+            (!out.is_empty()).then_some(Value::Object(out))
+        }
+        _ if old == new => None,
+        _ => Some(old.clone()),
+    }
+}
+
+/// Stripe's metadata rule for updates: a key set to "" is removed; `metadata=""` clears all.
+pub fn merge_metadata(target: &mut Value, update: Option<&Value>) {
+    match update {
+        None => {}
+        Some(Value::String(s)) if s.is_empty() => target["metadata"] = json!({}),
+        Some(Value::Object(m)) => {
+            if !target["metadata"].is_object() {
+                target["metadata"] = json!({});
+            }
+            for (k, v) in m {
+                if v.as_str() == Some("") {
+                    if let Some(meta) = target["metadata"].as_object_mut() {
+                        meta.remove(k);
+                    }
+                } else {
+                    target["metadata"][k] = v.clone();
+                }
+            }
+        }
+        Some(_) => {}
+    }
+}
+
+/// Metadata as given on create (an object of strings), or `{}`.
+pub fn metadata_of(params: &Value) -> Value {
+    match params.get("metadata") {
+        Some(Value::Object(m)) => Value::Object(m.clone()),
+        _ => json!({}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previous_attributes_name_only_the_changed_keys_of_nested_objects() {
+        let old =
+            json!({ "a": 1, "settings": { "x": 1, "y": 2 }, "list": [1, 2], "same": { "k": 1 } });
+        let new = json!({ "a": 1, "settings": { "x": 1, "y": 3 }, "list": [1, 3], "same": { "k": 1 }, "added": true });
+        assert_eq!(
+            previous_attributes(&old, &new),
+            Some(json!({ "settings": { "y": 2 }, "list": [1, 2], "added": null }))
+        );
+        assert_eq!(previous_attributes(&old, &old), None);
+    }
+
+    #[test]
+    fn only_updated_events_carry_previous_attributes() {
+        let mut w = World::default();
+        w.emit("thing.created", &json!({}), Some(json!({ "a": 1 })), 0);
+        w.emit("thing.updated", &json!({}), Some(json!({ "a": 1 })), 0);
+        assert!(w.outbox[0]["data"].get("previous_attributes").is_none());
+        assert_eq!(
+            w.outbox[1]["data"]["previous_attributes"],
+            json!({ "a": 1 })
+        );
+    }
+}
