@@ -1,0 +1,193 @@
+//! What every handler and worker shares.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tollgate_domain::{CustomerId, ProductId, TenantId};
+use tollgate_store::{Store, Tenant};
+use tollgate_stripe::Gateway;
+
+use crate::access::AccessIndex;
+use crate::config::Settings;
+
+/// How long a verified API key is trusted without asking the database again. A key revoked
+/// in another process stops working within this time; in this process, at once.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub stripe: Gateway,
+    pub webhook_secrets: Vec<String>,
+    pub admin_key_hash: Option<String>,
+    pub public_url: String,
+    pub access: AccessIndex,
+    pub checkout_limiter: DefaultKeyedRateLimiter<TenantId>,
+    keys: RwLock<HashMap<String, (Arc<Tenant>, Instant)>>,
+    /// Customers and products known to exist, per tenant: an access check for ids the
+    /// index holds nothing for asks the database once, then answers from here.
+    known_customers: RwLock<HashSet<(TenantId, CustomerId)>>,
+    known_products: RwLock<HashSet<(TenantId, ProductId)>>,
+    /// Woken when an event lands in the inbox, so workers need not poll hard.
+    pub inbox_signal: tokio::sync::Notify,
+    /// Woken when usage is recorded, so the reporter sends it soon.
+    pub usage_signal: tokio::sync::Notify,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        settings: &Settings,
+        store: Store,
+        stripe: Gateway,
+        webhook_secrets: Vec<String>,
+        public_url: String,
+    ) -> Self {
+        let per_minute =
+            NonZeroU32::new(settings.checkout_rate_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        Self(Arc::new(Inner {
+            store,
+            stripe,
+            webhook_secrets,
+            admin_key_hash: settings
+                .admin_key
+                .as_deref()
+                .map(tollgate_store::hash_secret),
+            public_url,
+            access: AccessIndex::default(),
+            checkout_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            keys: RwLock::default(),
+            known_customers: RwLock::default(),
+            known_products: RwLock::default(),
+            inbox_signal: tokio::sync::Notify::new(),
+            usage_signal: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// The tenant for a secret API key, from a short-lived cache or the database.
+    pub async fn tenant_for_key(
+        &self,
+        secret: &str,
+    ) -> Result<Option<Arc<Tenant>>, tollgate_store::StoreError> {
+        let hash = tollgate_store::hash_secret(secret);
+        if let Some((tenant, at)) = self
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(Some(tenant.clone()));
+        }
+        let found = match self.store.tenant_for_key(secret).await? {
+            Some(id) => Some(Arc::new(self.store.tenant(&id).await?)),
+            None => None,
+        };
+        let mut cache = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        match &found {
+            Some(t) => {
+                cache.insert(hash, (t.clone(), Instant::now()));
+            }
+            None => {
+                cache.remove(&hash);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Forgets cached keys (after a revocation in this process).
+    pub fn forget_keys(&self) {
+        self.keys.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Re-reads a customer's grants into the index, after a change this process committed.
+    /// (The store announces committed changes to other instances on PostgreSQL itself.)
+    pub async fn access_changed(&self, tenant: &TenantId, customer: &CustomerId) {
+        let ticket = self.access.ticket();
+        match self.store.grants_for_customer(tenant, customer).await {
+            Ok(grants) => self
+                .access
+                .replace_customer(ticket, tenant, customer, grants),
+            Err(e) => {
+                tracing::error!(error = %e, tenant = %tenant, customer = %customer, "refreshing access failed")
+            }
+        }
+    }
+
+    /// Re-reads every grant (on start, and now and then as a safety net).
+    pub async fn reload_access(&self) -> Result<(), tollgate_store::StoreError> {
+        let ticket = self.access.ticket();
+        let grants = self.store.all_grants().await?;
+        self.access.load(ticket, grants);
+        Ok(())
+    }
+
+    /// Whether a customer of this tenant exists.
+    pub async fn customer_exists(
+        &self,
+        tenant: &TenantId,
+        customer: &CustomerId,
+    ) -> Result<bool, tollgate_store::StoreError> {
+        let key = (tenant.clone(), customer.clone());
+        if self.access.knows(tenant, customer)
+            || self
+                .known_customers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&key)
+        {
+            return Ok(true);
+        }
+        match self.store.customer(tenant, customer).await {
+            Ok(_) => {
+                self.known_customers
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key);
+                Ok(true)
+            }
+            Err(tollgate_store::StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a product of this tenant exists (deleted ones included: their buyers keep
+    /// access).
+    pub async fn product_exists(
+        &self,
+        tenant: &TenantId,
+        product: &ProductId,
+    ) -> Result<bool, tollgate_store::StoreError> {
+        let key = (tenant.clone(), product.clone());
+        if self
+            .known_products
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return Ok(true);
+        }
+        match self.store.product(tenant, product).await {
+            Ok(_) => {
+                self.known_products
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key);
+                Ok(true)
+            }
+            Err(tollgate_store::StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The inbox worker: claims stored Stripe events one at a time and applies them. Effects and
+//! the "processed" mark commit together; failures retry with backoff and end as dead letters
+//! that can be replayed. For the transitions that matter the worker re-fetches the object
+//! from Stripe and applies its current state, so the order events arrive in does not matter.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use tokio::sync::watch;
+use tollgate_domain::TenantId;
+use tollgate_store::{InboxEvent, StoreError, Tenant};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::usecases::{Completion, complete_from_stripe, counted_refunds};
+
+/// How long a claimed event is ours before another worker may take it.
+const LEASE_MS: i64 = 60_000;
+/// Attempts before an event becomes a dead letter.
+const MAX_ATTEMPTS: i64 = 8;
+
+/// Why an event could not be applied.
+#[derive(Debug)]
+enum Failure {
+    /// Worth another try later (Stripe or the database was unavailable, or the event came
+    /// before what it refers to).
+    Retry(String),
+    /// Will not get better by waiting.
+    Dead(String),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        if e.transient {
+            Failure::Retry(format!("{}: {}", e.code, e.message))
+        } else {
+            Failure::Dead(format!("{}: {}", e.code, e.message))
+        }
+    }
+}
+
+impl From<tollgate_stripe::GatewayError> for Failure {
+    fn from(e: tollgate_stripe::GatewayError) -> Self {
+        Failure::from(ApiError::from(e))
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => {
+                Failure::Dead("an object the event refers to does not exist".into())
+            }
+            other => Failure::Retry(other.to_string()),
+        }
+    }
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match run_once(&state).await {
+            Ok(true) => continue,
+            Ok(false) => {
+                tokio::select! {
+                    _ = state.inbox_signal.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "inbox worker: claiming failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Claims and applies one due event; `false` when none was due. Tests drain with it.
+pub async fn run_once(state: &AppState) -> Result<bool, StoreError> {
+    let Some(event) = state.store.inbox_claim(LEASE_MS).await? else {
+        return Ok(false);
+    };
+    let started = std::time::Instant::now();
+    match apply(state, &event).await {
+        Ok(status) => {
+            // Handlers that commit effects mark the event in that transaction; the rest here.
+            if let Some(status) = status
+                && !state.store.inbox_mark(&event, status).await?
+            {
+                tracing::warn!(event = %event.event_id, "lease lost before marking; another worker has the event");
+            }
+            tracing::info!(event = %event.event_id, kind = %event.event_type, tenant = event.tenant_id.as_deref().unwrap_or("-"), ms = started.elapsed().as_millis() as u64, "event applied");
+        }
+        Err(Failure::Retry(reason)) if event.attempts < MAX_ATTEMPTS => {
+            let delay_ms = 1000i64.saturating_mul(1 << event.attempts.clamp(0, 9));
+            tracing::warn!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, "event failed; will retry");
+            state
+                .store
+                .inbox_fail(&event, &reason, Some(tollgate_store::now_ms() + delay_ms))
+                .await?;
+        }
+        Err(Failure::Retry(reason) | Failure::Dead(reason)) => {
+            tracing::error!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, "event dead-lettered");
+            state.store.inbox_fail(&event, &reason, None).await?;
+        }
+    }
+    Ok(true)
+}
+
+async fn tenant(state: &AppState, id: Option<&str>) -> Result<Option<Tenant>, Failure> {
+    let Some(id) = id.and_then(TenantId::parse) else {
+        return Ok(None);
+    };
+    match state.store.tenant(&id).await {
+        Ok(t) => Ok(Some(t)),
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The tenant whose purchases an event about a payment intent concerns (and the event is
+/// listed for that tenant from then on). If the purchases are not recorded yet but the
+/// event names a tenant, the completion is still on its way: retry.
+async fn tenant_by_payment_intent(
+    state: &AppState,
+    event: &InboxEvent,
+    pi: Option<&str>,
+) -> Result<Option<Tenant>, Failure> {
+    let Some(pi) = pi else { return Ok(None) };
+    if let Some(id) = state.store.tenant_for_payment_intent(pi).await? {
+        if event.tenant_id.is_none() {
+            state
+                .store
+                .inbox_set_tenant(&event.event_id, id.as_str())
+                .await?;
+        }
+        return tenant(state, Some(id.as_str())).await;
+    }
+    if event.tenant_id.is_some() {
+        return Err(Failure::Retry(format!("no purchase recorded yet for {pi}")));
+    }
+    Ok(None)
+}
+
+/// Applies one event. `Ok(Some(status))` asks the caller to mark it; `Ok(None)` means the
+/// handler marked it in its own transaction.
+async fn apply(state: &AppState, event: &InboxEvent) -> Result<Option<&'static str>, Failure> {
+    let envelope = tollgate_stripe::parse_envelope(&event.payload)
+        .ok_or_else(|| Failure::Dead("unreadable event".into()))?;
+    match event.event_type.as_str() {
+        "checkout.session.completed"
+        | "checkout.session.async_payment_succeeded"
+        | "checkout.session.expired"
+        | "checkout.session.async_payment_failed" => {
+            let Some(tenant) = tenant(state, event.tenant_id.as_deref()).await? else {
+                return Ok(Some("ignored"));
+            };
+            let session = envelope
+                .object_id
+                .ok_or_else(|| Failure::Dead("event without a session id".into()))?;
+            if event.event_type == "checkout.session.async_payment_failed" {
+                let order = match state.store.order_by_session(&tenant.id, &session).await {
+                    Ok(o) => o,
+                    Err(StoreError::NotFound) => return Ok(Some("ignored")),
+                    Err(e) => return Err(e.into()),
+                };
+                state
+                    .store
+                    .close_order(
+                        &tenant.id,
+                        &order.id,
+                        "failed",
+                        Some("async payment failed"),
+                    )
+                    .await?;
+                return Ok(Some("processed"));
+            }
+            // Whatever the event says, Stripe's current state of the session decides.
+            match complete_from_stripe(state, &tenant, &session, Some(event)).await {
+                Ok((_, Completion::Completed(_))) => Ok(None),
+                Ok((_, Completion::NotPaid { .. })) => Ok(Some("processed")),
+                Err(e) if e.status == StatusCode::NOT_FOUND => Ok(Some("ignored")),
+                Err(e) => Err(e.into()),
+            }
+        }
+        "charge.refunded" | "charge.refund.updated" | "refund.created" | "refund.updated" => {
+            let Some(tenant) =
+                tenant_by_payment_intent(state, event, envelope.payment_intent.as_deref()).await?
+            else {
+                return Ok(Some("ignored"));
+            };
+            let pi = envelope.payment_intent.unwrap_or_default();
+            let refunds = state.stripe.list_refunds(&pi).await?;
+            let purchases = state
+                .store
+                .record_external_refunds(&tenant.id, &pi, &counted_refunds(refunds), Some(event))
+                .await?;
+            for c in customers_of(&purchases) {
+                state.access_changed(&tenant.id, c).await;
+            }
+            Ok(None)
+        }
+        "charge.dispute.created"
+        | "charge.dispute.updated"
+        | "charge.dispute.closed"
+        | "charge.dispute.funds_withdrawn"
+        | "charge.dispute.funds_reinstated" => {
+            let Some(tenant) =
+                tenant_by_payment_intent(state, event, envelope.payment_intent.as_deref()).await?
+            else {
+                return Ok(Some("ignored"));
+            };
+            let pi = envelope.payment_intent.unwrap_or_default();
+            // Whatever this event says, Stripe's disputes as they are now decide: access
+            // stays frozen while any dispute is open or was lost.
+            let disputes = state.stripe.list_disputes(&pi).await?;
+            let disputed = disputes.iter().any(|d| !d.settled_for_merchant());
+            let purchases = state
+                .store
+                .set_disputed(&tenant.id, &pi, disputed, Some(event))
+                .await?;
+            for c in customers_of(&purchases) {
+                state.access_changed(&tenant.id, c).await;
+            }
+            Ok(None)
+        }
+        // Completion follows the session; these carry nothing it needs.
+        "payment_intent.succeeded"
+        | "payment_intent.payment_failed"
+        | "payment_intent.created"
+        | "charge.succeeded"
+        | "charge.failed" => Ok(Some("processed")),
+        _ => Ok(Some("ignored")),
+    }
+}
+
+/// The distinct customers of some purchases.
+fn customers_of(purchases: &[tollgate_store::Purchase]) -> Vec<&tollgate_domain::CustomerId> {
+    let mut customers: Vec<_> = purchases
+        .iter()
+        .filter_map(|p| p.customer_id.as_ref())
+        .collect();
+    customers.sort();
+    customers.dedup();
+    customers
+}

@@ -1,0 +1,50 @@
+//! Tollgate end to end: the real server on port 0, the sandbox over HTTP, on SQLite and on
+//! PostgreSQL (skipped with a message when PostgreSQL is absent, unless
+//! `TOLLGATE_REQUIRE_POSTGRES=1`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod flows;
+mod support;
+
+/// Runs each case on both engines.
+macro_rules! both_engines {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite_engine {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { crate::flows::$case(crate::support::Engine::Sqlite).await; })+
+        }
+        mod postgres_engine {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { crate::flows::$case(crate::support::Engine::Postgres).await; })+
+        }
+    };
+}
+
+both_engines!(
+    a_paid_checkout_becomes_a_purchase_with_its_split_and_grants_access,
+    duplicated_reordered_and_retried_webhooks_make_exactly_one_purchase,
+    the_success_page_sync_completes_the_order_before_any_webhook,
+    refunds_reverse_the_split_and_a_full_refund_revokes_access,
+    a_refund_made_in_stripe_has_the_same_effect,
+    a_dispute_freezes_access,
+    a_three_item_cart_books_an_event_and_a_sold_out_event_is_refused,
+    a_guest_checkout_records_the_purchase_against_the_email,
+    the_validation_pipeline_answers_each_mistake_with_its_error,
+    when_stripe_fails_the_order_is_marked_failed_and_nothing_is_purchased,
+    an_event_acknowledged_before_a_crash_is_applied_once_after_restart,
+    another_tenants_key_finds_none_of_this_tenants_objects,
+    idempotency_keys_replay_and_refuse_other_bodies,
+    errors_are_in_our_format_everywhere,
+    checkout_creation_is_rate_limited_per_tenant,
+    webhooks_with_bad_signatures_are_refused_and_stored_events_can_be_replayed,
+    concurrent_get_or_create_calls_make_one_customer_and_one_stripe_customer,
+    two_paid_checkouts_of_one_product_keep_one_purchase_and_refund_the_other,
+    a_paid_session_its_order_never_recorded_still_completes_the_order,
+);
+
+/// Several instances share one database only on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_postgres_sees_access_granted_and_revoked_by_the_first() {
+    flows::a_second_instance_sees_access_changes(support::Engine::Postgres).await;
+}

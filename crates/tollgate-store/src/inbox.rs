@@ -1,0 +1,227 @@
+//! The webhook inbox: every verified Stripe event is stored by id before Stripe gets its
+//! 2xx; workers claim due events with a lease, so an instance that dies mid-event only
+//! delays it until the lease runs out.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Engine, Result, Store, db, now_ms};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InboxEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub tenant_id: Option<String>,
+    #[serde(skip)]
+    pub payload: String,
+    pub event_created: i64,
+    pub received_at: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub processed_at: Option<i64>,
+    /// The claim this copy was read under; marking the event needs it.
+    #[serde(skip)]
+    pub lease_token: Option<String>,
+}
+
+impl InboxEvent {
+    fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        Ok(Self {
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            tenant_id: row.try_get("tenant_id")?,
+            payload: row.try_get("payload")?,
+            event_created: row.try_get("event_created")?,
+            received_at: row.try_get("received_at")?,
+            status: row.try_get("status")?,
+            attempts: row.try_get("attempts")?,
+            next_attempt_at: row.try_get("next_attempt_at")?,
+            last_error: row.try_get("last_error")?,
+            processed_at: row.try_get("processed_at")?,
+            lease_token: row.try_get("lease_token")?,
+        })
+    }
+}
+
+pub struct NewInboxEvent<'a> {
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub tenant_id: Option<&'a str>,
+    pub payload: &'a str,
+    pub event_created: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InboxFilter {
+    pub tenant_id: Option<String>,
+    pub status: Option<String>,
+}
+
+const COLUMNS: &str = "event_id, event_type, tenant_id, payload, event_created, received_at, status, attempts, \
+    next_attempt_at, last_error, processed_at, lease_token";
+
+impl Store {
+    /// Stores an event once; a duplicate delivery returns `false` and changes nothing.
+    pub async fn inbox_insert(&self, e: &NewInboxEvent<'_>) -> Result<bool> {
+        let now = now_ms();
+        Ok(db(sqlx::query(
+            "INSERT INTO webhook_inbox (event_id, event_type, tenant_id, payload, event_created, received_at, status, attempts, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $6) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(e.event_id)
+        .bind(e.event_type)
+        .bind(e.tenant_id)
+        .bind(e.payload)
+        .bind(e.event_created)
+        .bind(now)
+        .execute(&self.pool)
+        .await)?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Claims one due event for `lease_ms`; `None` when nothing is due. Two workers never
+    /// hold the same event: the claim re-checks the lease in the row it updates, and on
+    /// PostgreSQL skips rows another worker is claiming instead of waiting for them.
+    pub async fn inbox_claim(&self, lease_ms: i64) -> Result<Option<InboxEvent>> {
+        let now = now_ms();
+        let skip_locked = match self.engine {
+            Engine::Postgres => " FOR UPDATE SKIP LOCKED",
+            Engine::Sqlite => "",
+        };
+        let token = tollgate_domain::ids::random_token();
+        let row = db(sqlx::query(&format!(
+            "UPDATE webhook_inbox SET lease_until = $2, lease_token = $3, attempts = attempts + 1 \
+             WHERE event_id = (SELECT event_id FROM webhook_inbox WHERE status = 'pending' AND next_attempt_at <= $1 \
+                               AND (lease_until IS NULL OR lease_until < $1) ORDER BY next_attempt_at, received_at LIMIT 1{skip_locked}) \
+             AND status = 'pending' AND (lease_until IS NULL OR lease_until < $1) RETURNING {COLUMNS}"
+        ))
+        .bind(now)
+        .bind(now + lease_ms)
+        .bind(&token)
+        .fetch_optional(&self.pool)
+        .await)?;
+        row.map(|r| db(InboxEvent::from_row(&r))).transpose()
+    }
+
+    /// Marks a claimed event `processed` or `ignored` (with no effects to commit alongside).
+    /// `false` when the claim was lost (its lease ran out and another worker took it).
+    pub async fn inbox_mark(&self, event: &InboxEvent, status: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let marked = inbox_mark_in(&mut tx, event, status).await?;
+        db(tx.commit().await)?;
+        Ok(marked)
+    }
+
+    /// Records a failed attempt of a claimed event: retried at `retry_at`, or
+    /// dead-lettered when `None`. `false` when the claim was lost.
+    pub async fn inbox_fail(
+        &self,
+        event: &InboxEvent,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> Result<bool> {
+        let (status, next) = match retry_at {
+            Some(t) => ("pending", t),
+            None => ("dead", now_ms()),
+        };
+        Ok(db(sqlx::query(
+            "UPDATE webhook_inbox SET status = $2, next_attempt_at = $3, last_error = $4, lease_until = NULL, lease_token = NULL \
+             WHERE event_id = $1 AND lease_token = $5",
+        )
+        .bind(&event.event_id)
+        .bind(status)
+        .bind(next)
+        .bind(error)
+        .bind(&event.lease_token)
+        .execute(&self.pool)
+        .await)?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Records the tenant an event turned out to concern (events about disputes name no
+    /// tenant; the worker finds it through the payment), so the tenant sees it listed.
+    pub async fn inbox_set_tenant(&self, event_id: &str, tenant: &str) -> Result<()> {
+        db(sqlx::query(
+            "UPDATE webhook_inbox SET tenant_id = $2 WHERE event_id = $1 AND tenant_id IS NULL",
+        )
+        .bind(event_id)
+        .bind(tenant)
+        .execute(&self.pool)
+        .await)?;
+        Ok(())
+    }
+
+    /// Puts an event back in the queue (a dead letter, or any event to re-run).
+    pub async fn inbox_replay(&self, event_id: &str) -> Result<bool> {
+        Ok(db(sqlx::query(
+            "UPDATE webhook_inbox SET status = 'pending', attempts = 0, next_attempt_at = $2, lease_until = NULL, lease_token = NULL, last_error = NULL \
+             WHERE event_id = $1",
+        )
+        .bind(event_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await)?
+        .rows_affected()
+            == 1)
+    }
+
+    pub async fn inbox_event(&self, event_id: &str) -> Result<Option<InboxEvent>> {
+        let row = db(sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM webhook_inbox WHERE event_id = $1"
+        ))
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await)?;
+        row.map(|r| db(InboxEvent::from_row(&r))).transpose()
+    }
+
+    /// Events newest first.
+    pub async fn inbox_list(&self, f: &InboxFilter, limit: i64) -> Result<Vec<InboxEvent>> {
+        let rows = db(sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM webhook_inbox WHERE ($1 = '' OR tenant_id = $1) AND ($2 = '' OR status = $2) \
+             ORDER BY received_at DESC, event_id DESC LIMIT $3"
+        ))
+        .bind(f.tenant_id.as_deref().unwrap_or(""))
+        .bind(f.status.as_deref().unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await)?;
+        rows.iter().map(|r| db(InboxEvent::from_row(r))).collect()
+    }
+
+    /// How many events wait (pending), for readiness and metrics.
+    pub async fn inbox_pending(&self) -> Result<i64> {
+        db(
+            sqlx::query("SELECT COUNT(*) AS n FROM webhook_inbox WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|r| r.try_get("n")),
+        )
+    }
+}
+
+/// Marks a claimed inbox event within the transaction that applied its effects; `false`
+/// (and nothing marked) when the claim was lost to another worker.
+pub(crate) async fn inbox_mark_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    event: &InboxEvent,
+    status: &str,
+) -> Result<bool> {
+    Ok(db(sqlx::query(
+        "UPDATE webhook_inbox SET status = $2, processed_at = $3, lease_until = NULL, lease_token = NULL, last_error = NULL \
+         WHERE event_id = $1 AND lease_token = $4",
+    )
+    .bind(&event.event_id)
+    .bind(status)
+    .bind(now_ms())
+    .bind(&event.lease_token)
+    .execute(&mut **tx)
+    .await)?
+    .rows_affected()
+        == 1)
+}

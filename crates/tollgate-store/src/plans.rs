@@ -1,0 +1,192 @@
+//! What plans grant (entitlements: other products, or named features), and the billing
+//! meters that metered prices bill from.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use tollgate_domain::{CustomerId, EntitlementId, MeterId, ProductId, TenantId};
+
+use crate::{Result, Store, StoreError, db, now_ms};
+
+/// Something a plan grants besides itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entitlement {
+    pub id: EntitlementId,
+    pub plan_id: ProductId,
+    pub product_id: Option<ProductId>,
+    pub feature: Option<String>,
+    pub created_at: i64,
+}
+
+impl Entitlement {
+    fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: EntitlementId::from_db(row.try_get("id")?),
+            plan_id: ProductId::from_db(row.try_get("plan_id")?),
+            product_id: row
+                .try_get::<Option<String>, _>("product_id")?
+                .map(ProductId::from_db),
+            feature: row.try_get("feature")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// A tenant's billing meter for one event name.
+#[derive(Debug, Clone, Serialize)]
+pub struct Meter {
+    pub id: MeterId,
+    #[serde(skip)]
+    pub tenant_id: TenantId,
+    pub event_name: String,
+    /// The name Stripe knows the events by (carries the tenant: one namespace per account).
+    pub stripe_event_name: String,
+    pub stripe_meter_id: Option<String>,
+}
+
+impl Store {
+    /// Adds what `plan` grants: a product or a feature. Subscribers' access changes: they
+    /// are returned so their index entries can be refreshed (other instances are told on
+    /// commit).
+    pub async fn add_entitlement(
+        &self,
+        tenant: &TenantId,
+        plan: &ProductId,
+        product: Option<&ProductId>,
+        feature: Option<&str>,
+    ) -> Result<(Entitlement, Vec<CustomerId>)> {
+        let id = EntitlementId::generate();
+        let mut tx = self.begin().await?;
+        db(sqlx::query(
+            "INSERT INTO entitlements (id, tenant_id, plan_id, product_id, feature, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id.as_str())
+        .bind(tenant.as_str())
+        .bind(plan.as_str())
+        .bind(product.map(|p| p.as_str()))
+        .bind(feature)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await)?;
+        let customers = self
+            .notify_plan_subscribers_in(&mut tx, tenant, plan)
+            .await?;
+        db(tx.commit().await)?;
+        Ok((self.entitlement(tenant, &id).await?, customers))
+    }
+
+    pub async fn entitlement(&self, tenant: &TenantId, id: &EntitlementId) -> Result<Entitlement> {
+        let row = db(sqlx::query(
+            "SELECT id, plan_id, product_id, feature, created_at FROM entitlements WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await)?
+        .ok_or(StoreError::NotFound)?;
+        db(Entitlement::from_row(&row))
+    }
+
+    pub async fn entitlements_for_plan(
+        &self,
+        tenant: &TenantId,
+        plan: &ProductId,
+    ) -> Result<Vec<Entitlement>> {
+        let rows = db(sqlx::query(
+            "SELECT id, plan_id, product_id, feature, created_at FROM entitlements WHERE tenant_id = $1 AND plan_id = $2 \
+             ORDER BY created_at, id",
+        )
+        .bind(tenant.as_str())
+        .bind(plan.as_str())
+        .fetch_all(&self.pool)
+        .await)?;
+        rows.iter().map(|r| db(Entitlement::from_row(r))).collect()
+    }
+
+    /// Removes an entitlement; returns the subscribers whose access changed.
+    pub async fn delete_entitlement(
+        &self,
+        tenant: &TenantId,
+        plan: &ProductId,
+        id: &EntitlementId,
+    ) -> Result<Vec<CustomerId>> {
+        let mut tx = self.begin().await?;
+        let done = db(sqlx::query(
+            "DELETE FROM entitlements WHERE tenant_id = $1 AND plan_id = $2 AND id = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(plan.as_str())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let customers = self
+            .notify_plan_subscribers_in(&mut tx, tenant, plan)
+            .await?;
+        db(tx.commit().await)?;
+        Ok(customers)
+    }
+
+    /// The tenant's meter for `event_name`, made on first use.
+    pub async fn get_or_create_meter(&self, tenant: &TenantId, event_name: &str) -> Result<Meter> {
+        db(sqlx::query(
+            "INSERT INTO meters (id, tenant_id, event_name, stripe_event_name, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant_id, event_name) DO NOTHING",
+        )
+        .bind(MeterId::generate().as_str())
+        .bind(tenant.as_str())
+        .bind(event_name)
+        .bind(format!("{tenant}.{event_name}"))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await)?;
+        self.meter_by_event(tenant, event_name).await
+    }
+
+    pub async fn meter_by_event(&self, tenant: &TenantId, event_name: &str) -> Result<Meter> {
+        self.one_meter("event_name", tenant, event_name).await
+    }
+
+    pub async fn meter(&self, tenant: &TenantId, id: &MeterId) -> Result<Meter> {
+        self.one_meter("id", tenant, id.as_str()).await
+    }
+
+    async fn one_meter(&self, column: &str, tenant: &TenantId, value: &str) -> Result<Meter> {
+        let row = db(sqlx::query(&format!(
+            "SELECT id, tenant_id, event_name, stripe_event_name, stripe_meter_id FROM meters WHERE tenant_id = $1 AND {column} = $2"
+        ))
+        .bind(tenant.as_str())
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await)?
+        .ok_or(StoreError::NotFound)?;
+        db((|| {
+            Ok(Meter {
+                id: MeterId::from_db(row.try_get("id")?),
+                tenant_id: TenantId::from_db(row.try_get("tenant_id")?),
+                event_name: row.try_get("event_name")?,
+                stripe_event_name: row.try_get("stripe_event_name")?,
+                stripe_meter_id: row.try_get("stripe_meter_id")?,
+            })
+        })())
+    }
+
+    pub async fn set_stripe_meter(
+        &self,
+        tenant: &TenantId,
+        id: &MeterId,
+        stripe_id: &str,
+    ) -> Result<()> {
+        db(
+            sqlx::query("UPDATE meters SET stripe_meter_id = $3 WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_str())
+                .bind(id.as_str())
+                .bind(stripe_id)
+                .execute(&self.pool)
+                .await,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,545 @@
+//! The local mirror of Stripe's subscriptions, and the grants they make.
+//!
+//! Every write is Stripe's state as read at one moment, numbered before the read
+//! ([`Store::next_sync_seq`]); a write carrying an older number than the stored one is
+//! dropped. Events can arrive in any order and be applied by several workers at once: the
+//! newest read always wins, so the mirror converges on Stripe's current state.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use tollgate_domain::status::SubscriptionStatus;
+use tollgate_domain::subscription::{Grant as Granted, Standing};
+use tollgate_domain::{CustomerId, OrderId, PriceId, ProductId, SubscriptionId, TenantId};
+
+use crate::inbox::{InboxEvent, inbox_mark_in};
+use crate::{Engine, Grant, GrantSource, GrantTarget, Result, Store, StoreError, db, now_ms};
+
+/// A subscription as Tollgate mirrors it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Subscription {
+    pub id: SubscriptionId,
+    #[serde(skip)]
+    pub tenant_id: TenantId,
+    pub customer_id: CustomerId,
+    pub stripe_subscription_id: String,
+    pub stripe_customer_id: String,
+    pub status: String,
+    pub product_id: Option<ProductId>,
+    pub price_id: Option<PriceId>,
+    pub stripe_price_id: String,
+    pub stripe_item_id: String,
+    pub quantity: i64,
+    pub items: serde_json::Value,
+    pub currency: String,
+    pub current_period_start: i64,
+    pub current_period_end: i64,
+    pub trial_start: Option<i64>,
+    pub trial_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    pub cancel_at: Option<i64>,
+    pub canceled_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub pause_behavior: Option<String>,
+    pub pause_resumes_at: Option<i64>,
+    pub past_due_since: Option<i64>,
+    pub previous_price_id: Option<PriceId>,
+    pub previous_product_id: Option<ProductId>,
+    pub previous_until: Option<i64>,
+    pub latest_invoice_id: Option<String>,
+    pub order_id: Option<OrderId>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The number of the read of Stripe this row holds (see [`Store::next_sync_seq`]).
+    #[serde(skip)]
+    pub synced_seq: i64,
+}
+
+impl Subscription {
+    fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        let items: String = row.try_get("items")?;
+        Ok(Self {
+            id: SubscriptionId::from_db(row.try_get("id")?),
+            tenant_id: TenantId::from_db(row.try_get("tenant_id")?),
+            customer_id: CustomerId::from_db(row.try_get("customer_id")?),
+            stripe_subscription_id: row.try_get("stripe_subscription_id")?,
+            stripe_customer_id: row.try_get("stripe_customer_id")?,
+            status: row.try_get("status")?,
+            product_id: row
+                .try_get::<Option<String>, _>("product_id")?
+                .map(ProductId::from_db),
+            price_id: row
+                .try_get::<Option<String>, _>("price_id")?
+                .map(PriceId::from_db),
+            stripe_price_id: row.try_get("stripe_price_id")?,
+            stripe_item_id: row.try_get("stripe_item_id")?,
+            quantity: row.try_get("quantity")?,
+            items: serde_json::from_str(&items).unwrap_or_else(|_| serde_json::json!([])),
+            currency: row.try_get("currency")?,
+            current_period_start: row.try_get("current_period_start")?,
+            current_period_end: row.try_get("current_period_end")?,
+            trial_start: row.try_get("trial_start")?,
+            trial_end: row.try_get("trial_end")?,
+            cancel_at_period_end: row.try_get::<i64, _>("cancel_at_period_end")? != 0,
+            cancel_at: row.try_get("cancel_at")?,
+            canceled_at: row.try_get("canceled_at")?,
+            ended_at: row.try_get("ended_at")?,
+            pause_behavior: row.try_get("pause_behavior")?,
+            pause_resumes_at: row.try_get("pause_resumes_at")?,
+            past_due_since: row.try_get("past_due_since")?,
+            previous_price_id: row
+                .try_get::<Option<String>, _>("previous_price_id")?
+                .map(PriceId::from_db),
+            previous_product_id: row
+                .try_get::<Option<String>, _>("previous_product_id")?
+                .map(ProductId::from_db),
+            previous_until: row.try_get("previous_until")?,
+            latest_invoice_id: row.try_get("latest_invoice_id")?,
+            order_id: row
+                .try_get::<Option<String>, _>("order_id")?
+                .map(OrderId::from_db),
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            synced_seq: row.try_get("synced_seq")?,
+        })
+    }
+
+    /// The status as Tollgate's type (an unknown one reads as `incomplete`: no access).
+    pub fn status(&self) -> SubscriptionStatus {
+        SubscriptionStatus::parse(&self.status).unwrap_or(SubscriptionStatus::Incomplete)
+    }
+
+    /// Live: it grants access now or may again without a new checkout.
+    pub fn is_live(&self) -> bool {
+        use SubscriptionStatus as S;
+        matches!(
+            self.status(),
+            S::Trialing | S::Active | S::PastDue | S::Paused | S::Unpaid | S::Incomplete
+        )
+    }
+
+    /// What the access rules see of it.
+    pub fn standing(&self) -> Standing {
+        Standing {
+            status: self.status(),
+            current_period_end: self.current_period_end,
+            cancel_at_period_end: self.cancel_at_period_end,
+            cancel_at: self.cancel_at,
+            collection_paused: self.pause_behavior.is_some(),
+            past_due_since: self.past_due_since,
+        }
+    }
+
+    /// The plan paid for before a downgrade, while its period lasts.
+    pub fn carried_over(&self) -> Option<(&ProductId, i64)> {
+        match (&self.previous_product_id, self.previous_until) {
+            (Some(p), Some(until)) if until > self.current_period_start => Some((p, until)),
+            _ => None,
+        }
+    }
+}
+
+/// Stripe's state of a subscription, as Tollgate stores it.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRecord {
+    pub customer_id: CustomerId,
+    pub stripe_subscription_id: String,
+    pub stripe_customer_id: String,
+    pub status: SubscriptionStatus,
+    pub product_id: Option<ProductId>,
+    pub price_id: Option<PriceId>,
+    pub stripe_price_id: String,
+    pub stripe_item_id: String,
+    pub quantity: i64,
+    pub items: serde_json::Value,
+    pub currency: String,
+    pub current_period_start: i64,
+    pub current_period_end: i64,
+    pub trial_start: Option<i64>,
+    pub trial_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    pub cancel_at: Option<i64>,
+    pub canceled_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub pause_behavior: Option<String>,
+    pub pause_resumes_at: Option<i64>,
+    pub past_due_since: Option<i64>,
+    pub previous_price_id: Option<PriceId>,
+    pub previous_product_id: Option<ProductId>,
+    pub previous_until: Option<i64>,
+    pub latest_invoice_id: Option<String>,
+    pub order_id: Option<OrderId>,
+}
+
+/// Filters for listing subscriptions.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionFilter {
+    pub customer_id: Option<CustomerId>,
+    pub status: Option<String>,
+}
+
+const COLUMNS: &str = "id, tenant_id, customer_id, stripe_subscription_id, stripe_customer_id, status, product_id, \
+    price_id, stripe_price_id, stripe_item_id, quantity, items, currency, current_period_start, current_period_end, \
+    trial_start, trial_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, pause_behavior, pause_resumes_at, \
+    past_due_since, previous_price_id, previous_product_id, previous_until, latest_invoice_id, order_id, created_at, updated_at, synced_seq";
+
+/// Statuses of a subscription that is live (see [`Subscription::is_live`]).
+const LIVE: &str = "('trialing', 'active', 'past_due', 'paused', 'unpaid', 'incomplete')";
+
+impl Store {
+    /// The next number for a read of Stripe's subscriptions; draw it before the read.
+    pub async fn next_sync_seq(&self) -> Result<i64> {
+        db(sqlx::query(
+            "UPDATE sync_counters SET value = value + 1 WHERE name = 'subscriptions' RETURNING value",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .and_then(|r| r.try_get("value")))
+    }
+
+    /// Writes Stripe's state of a subscription read under `seq`, unless a newer read is
+    /// stored already. Returns the subscription as stored and whether this write landed.
+    /// The customer's access is announced to other instances in the same transaction, and
+    /// `mark_event` is marked processed in it.
+    pub async fn upsert_subscription(
+        &self,
+        tenant: &TenantId,
+        r: &SubscriptionRecord,
+        seq: i64,
+        mark_event: Option<&InboxEvent>,
+    ) -> Result<(Subscription, bool)> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let written = db(sqlx::query(
+            "INSERT INTO subscriptions (id, tenant_id, customer_id, stripe_subscription_id, stripe_customer_id, status, product_id, \
+             price_id, stripe_price_id, stripe_item_id, quantity, items, currency, current_period_start, current_period_end, \
+             trial_start, trial_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, pause_behavior, pause_resumes_at, \
+             past_due_since, previous_price_id, previous_product_id, previous_until, latest_invoice_id, order_id, synced_seq, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
+             $24, $25, $26, $27, $28, $29, $30, $31, $31) \
+             ON CONFLICT (stripe_subscription_id) DO UPDATE SET customer_id = excluded.customer_id, \
+             stripe_customer_id = excluded.stripe_customer_id, status = excluded.status, product_id = excluded.product_id, \
+             price_id = excluded.price_id, stripe_price_id = excluded.stripe_price_id, stripe_item_id = excluded.stripe_item_id, \
+             quantity = excluded.quantity, items = excluded.items, currency = excluded.currency, \
+             current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end, \
+             trial_start = excluded.trial_start, trial_end = excluded.trial_end, \
+             cancel_at_period_end = excluded.cancel_at_period_end, cancel_at = excluded.cancel_at, \
+             canceled_at = excluded.canceled_at, ended_at = excluded.ended_at, pause_behavior = excluded.pause_behavior, \
+             pause_resumes_at = excluded.pause_resumes_at, past_due_since = excluded.past_due_since, \
+             previous_price_id = excluded.previous_price_id, previous_product_id = excluded.previous_product_id, \
+             previous_until = excluded.previous_until, latest_invoice_id = excluded.latest_invoice_id, \
+             order_id = COALESCE(subscriptions.order_id, excluded.order_id), synced_seq = excluded.synced_seq, \
+             updated_at = excluded.updated_at \
+             WHERE subscriptions.synced_seq < excluded.synced_seq AND subscriptions.tenant_id = excluded.tenant_id",
+        )
+        .bind(SubscriptionId::generate().as_str())
+        .bind(tenant.as_str())
+        .bind(r.customer_id.as_str())
+        .bind(&r.stripe_subscription_id)
+        .bind(&r.stripe_customer_id)
+        .bind(r.status.as_str())
+        .bind(r.product_id.as_ref().map(|p| p.as_str()))
+        .bind(r.price_id.as_ref().map(|p| p.as_str()))
+        .bind(&r.stripe_price_id)
+        .bind(&r.stripe_item_id)
+        .bind(r.quantity)
+        .bind(r.items.to_string())
+        .bind(&r.currency)
+        .bind(r.current_period_start)
+        .bind(r.current_period_end)
+        .bind(r.trial_start)
+        .bind(r.trial_end)
+        .bind(i64::from(r.cancel_at_period_end))
+        .bind(r.cancel_at)
+        .bind(r.canceled_at)
+        .bind(r.ended_at)
+        .bind(&r.pause_behavior)
+        .bind(r.pause_resumes_at)
+        .bind(r.past_due_since)
+        .bind(r.previous_price_id.as_ref().map(|p| p.as_str()))
+        .bind(r.previous_product_id.as_ref().map(|p| p.as_str()))
+        .bind(r.previous_until)
+        .bind(&r.latest_invoice_id)
+        .bind(r.order_id.as_ref().map(|o| o.as_str()))
+        .bind(seq)
+        .bind(now)
+        .execute(&mut *tx)
+        .await)?
+        .rows_affected()
+            == 1;
+        if written {
+            self.notify_access_in(&mut tx, tenant, r.customer_id.as_str())
+                .await?;
+        }
+        if let Some(event) = mark_event {
+            inbox_mark_in(&mut tx, event, "processed").await?;
+        }
+        let row = db(sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND stripe_subscription_id = $2"
+        ))
+        .bind(tenant.as_str())
+        .bind(&r.stripe_subscription_id)
+        .fetch_optional(&mut *tx)
+        .await)?
+        // Stored under another tenant: never this tenant's to see or change.
+        .ok_or(StoreError::NotFound)?;
+        db(tx.commit().await)?;
+        Ok((db(Subscription::from_row(&row))?, written))
+    }
+
+    pub async fn subscription(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<Subscription> {
+        self.one_subscription("id", tenant, id.as_str()).await
+    }
+
+    pub async fn subscription_by_stripe_id(
+        &self,
+        tenant: &TenantId,
+        stripe_id: &str,
+    ) -> Result<Subscription> {
+        self.one_subscription("stripe_subscription_id", tenant, stripe_id)
+            .await
+    }
+
+    async fn one_subscription(
+        &self,
+        column: &str,
+        tenant: &TenantId,
+        value: &str,
+    ) -> Result<Subscription> {
+        let row = db(sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND {column} = $2"
+        ))
+        .bind(tenant.as_str())
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await)?
+        .ok_or(StoreError::NotFound)?;
+        db(Subscription::from_row(&row))
+    }
+
+    /// The tenant a Stripe subscription is mirrored for (events about invoices name the
+    /// subscription, not always the tenant).
+    pub async fn tenant_for_stripe_subscription(
+        &self,
+        stripe_id: &str,
+    ) -> Result<Option<TenantId>> {
+        let row = db(sqlx::query(
+            "SELECT tenant_id FROM subscriptions WHERE stripe_subscription_id = $1",
+        )
+        .bind(stripe_id)
+        .fetch_optional(&self.pool)
+        .await)?;
+        row.map(|r| db(r.try_get::<String, _>("tenant_id")).map(TenantId::from_db))
+            .transpose()
+    }
+
+    /// Subscriptions newest first.
+    pub async fn list_subscriptions(
+        &self,
+        tenant: &TenantId,
+        f: &SubscriptionFilter,
+        limit: i64,
+        starting_after: Option<&SubscriptionId>,
+    ) -> Result<Vec<Subscription>> {
+        let (after_created, after_id) = match starting_after {
+            Some(id) => {
+                let s = self.subscription(tenant, id).await?;
+                (s.created_at, s.id.to_string())
+            }
+            None => (i64::MAX, String::new()),
+        };
+        let rows = db(sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND ($2 = '' OR customer_id = $2) \
+             AND ($3 = '' OR status = $3) AND ($5 = '' OR created_at < $4 OR (created_at = $4 AND id < $5)) \
+             ORDER BY created_at DESC, id DESC LIMIT $6"
+        ))
+        .bind(tenant.as_str())
+        .bind(f.customer_id.as_ref().map(|c| c.as_str()).unwrap_or(""))
+        .bind(f.status.as_deref().unwrap_or(""))
+        .bind(after_created)
+        .bind(&after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await)?;
+        rows.iter().map(|r| db(Subscription::from_row(r))).collect()
+    }
+
+    /// The customer's live subscription to a plan, if any.
+    pub async fn live_subscription_for_product(
+        &self,
+        tenant: &TenantId,
+        customer: &CustomerId,
+        product: &ProductId,
+    ) -> Result<Vec<Subscription>> {
+        let rows = db(sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND customer_id = $2 AND product_id = $3 \
+             AND status IN {LIVE} ORDER BY created_at, id"
+        ))
+        .bind(tenant.as_str())
+        .bind(customer.as_str())
+        .bind(product.as_str())
+        .fetch_all(&self.pool)
+        .await)?;
+        rows.iter().map(|r| db(Subscription::from_row(r))).collect()
+    }
+
+    /// Live subscriptions on a price (for moving them to another).
+    pub async fn live_subscriptions_on_price(
+        &self,
+        tenant: &TenantId,
+        price: &PriceId,
+    ) -> Result<Vec<Subscription>> {
+        let rows = db(sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND price_id = $2 AND status IN {LIVE} \
+             ORDER BY created_at, id"
+        ))
+        .bind(tenant.as_str())
+        .bind(price.as_str())
+        .fetch_all(&self.pool)
+        .await)?;
+        rows.iter().map(|r| db(Subscription::from_row(r))).collect()
+    }
+
+    /// Every subscription grant of every tenant.
+    pub async fn all_subscription_grants(&self) -> Result<Vec<Grant>> {
+        self.subscription_grants_where("", &[]).await
+    }
+
+    /// One customer's subscription grants.
+    pub async fn subscription_grants_for_customer(
+        &self,
+        tenant: &TenantId,
+        customer: &CustomerId,
+    ) -> Result<Vec<Grant>> {
+        self.subscription_grants_where(
+            " AND s.tenant_id = $1 AND s.customer_id = $2",
+            &[tenant.as_str(), customer.as_str()],
+        )
+        .await
+    }
+
+    /// The grants of the subscriptions matching `extra`: each grants its plan and what the
+    /// plan entitles to, for as long as the access rules say, plus the plan it was
+    /// downgraded from until that plan's paid period ends.
+    async fn subscription_grants_where(&self, extra: &str, binds: &[&str]) -> Result<Vec<Grant>> {
+        let sql = format!(
+            "SELECT s.{}, t.grace_period_days FROM subscriptions s JOIN tenants t ON t.id = s.tenant_id \
+             WHERE s.status IN ('trialing', 'active', 'past_due'){extra}",
+            COLUMNS.replace(", ", ", s.")
+        );
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        let rows = db(q.fetch_all(&self.pool).await)?;
+        let mut subs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let grace: i64 = db(row.try_get("grace_period_days"))?;
+            subs.push((db(Subscription::from_row(row))?, grace));
+        }
+        let plans: Vec<&ProductId> = subs
+            .iter()
+            .flat_map(|(s, _)| s.product_id.iter().chain(s.carried_over().map(|(p, _)| p)))
+            .collect();
+        let entitled = self.entitlements_of(&plans).await?;
+        let mut grants = Vec::new();
+        for (s, grace) in &subs {
+            let Granted::Until(end) = s.standing().grant(*grace) else {
+                continue;
+            };
+            let mut give = |plan: &ProductId, end: Option<i64>| {
+                let expires_at = end.map(|secs| secs.saturating_mul(1000));
+                let mut targets = vec![GrantTarget::Product(plan.clone())];
+                targets.extend(
+                    entitled
+                        .iter()
+                        .filter(|(p, _)| p == plan)
+                        .map(|(_, t)| t.clone()),
+                );
+                for target in targets {
+                    grants.push(Grant {
+                        tenant_id: s.tenant_id.clone(),
+                        customer_id: s.customer_id.clone(),
+                        target,
+                        source: GrantSource::Subscription(s.id.clone()),
+                        expires_at,
+                    });
+                }
+            };
+            if let Some(plan) = &s.product_id {
+                give(plan, end);
+            }
+            if let Some((plan, until)) = s.carried_over() {
+                give(plan, Some(end.map_or(until, |e| e.min(until))));
+            }
+        }
+        Ok(grants)
+    }
+
+    /// What each of `plans` entitles to, as `(plan, target)` pairs.
+    async fn entitlements_of(&self, plans: &[&ProductId]) -> Result<Vec<(ProductId, GrantTarget)>> {
+        if plans.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut unique: Vec<&str> = plans.iter().map(|p| p.as_str()).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut out = Vec::new();
+        // In chunks, to stay well inside both engines' limits on bound parameters.
+        for chunk in unique.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT plan_id, product_id, feature FROM entitlements WHERE plan_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for p in chunk {
+                q = q.bind(*p);
+            }
+            for row in db(q.fetch_all(&self.pool).await)? {
+                let plan = ProductId::from_db(db(row.try_get("plan_id"))?);
+                let product: Option<String> = db(row.try_get("product_id"))?;
+                let feature: Option<String> = db(row.try_get("feature"))?;
+                let target = match (product, feature) {
+                    (Some(p), _) => GrantTarget::Product(ProductId::from_db(p)),
+                    (None, Some(f)) => GrantTarget::Feature(f),
+                    (None, None) => continue,
+                };
+                out.push((plan, target));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tells every instance that the access of every subscriber of a plan changed (its
+    /// entitlements did).
+    pub(crate) async fn notify_plan_subscribers_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tenant: &TenantId,
+        plan: &ProductId,
+    ) -> Result<Vec<CustomerId>> {
+        let rows = db(sqlx::query(
+            "SELECT DISTINCT customer_id FROM subscriptions WHERE tenant_id = $1 \
+             AND (product_id = $2 OR previous_product_id = $2)",
+        )
+        .bind(tenant.as_str())
+        .bind(plan.as_str())
+        .fetch_all(&mut **tx)
+        .await)?;
+        let mut customers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let c: String = db(row.try_get("customer_id"))?;
+            if self.engine == Engine::Postgres {
+                self.notify_access_in(tx, tenant, &c).await?;
+            }
+            customers.push(CustomerId::from_db(c));
+        }
+        Ok(customers)
+    }
+}
