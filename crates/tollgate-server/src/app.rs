@@ -95,6 +95,12 @@ impl Application {
                 stopped.clone(),
             )));
         }
+        if settings.workers > 0 {
+            tasks.push(tokio::spawn(crate::usage_reporter::run(
+                state.clone(),
+                stopped.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(crate::maintenance::run(
             state.clone(),
             stopped.clone(),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod maintenance;
 pub mod state;
+pub mod usage_reporter;
 pub mod usecases;
 pub mod worker;
 

@@ -4,7 +4,8 @@
 //! - a pending order whose request died before it got a Checkout Session is failed, freeing
 //!   its seats; one whose session expired without the expiry event arriving is settled from
 //!   Stripe's state of the session;
-//! - refunds of duplicate payments that failed earlier are tried again.
+//! - refunds of duplicate payments that failed earlier are tried again;
+//! - price migrations whose time has come move their subscriptions.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tokio::sync::watch;
 use tollgate_store::StoreError;
 
 use crate::state::AppState;
-use crate::usecases::{complete_from_stripe, refund_duplicates};
+use crate::usecases::{complete_from_stripe, refund_duplicates, run_price_migration};
 
 /// How often the sweep runs.
 const EVERY: Duration = Duration::from_secs(60);
@@ -82,6 +83,21 @@ pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
         let tenant = state.store.tenant(&tenant).await?;
         let order = state.store.order(&tenant.id, &order).await?;
         refund_duplicates(state, &tenant, &order).await;
+    }
+    for m in state.store.due_price_migrations(now, BATCH).await? {
+        let tenant = match state.store.tenant(&m.tenant_id).await {
+            Ok(t) => t,
+            Err(StoreError::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        match run_price_migration(state, &tenant, &m).await {
+            Ok(done) => {
+                tracing::info!(tenant = %tenant.id, migration = %m.id, moved = done.moved, failed = done.failed, "price migration ran")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, migration = %m.id, "price migration failed; trying again next sweep")
+            }
+        }
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use tollgate_store::{InboxEvent, StoreError, Tenant};
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::usecases::{Completion, complete_from_stripe, counted_refunds};
+use crate::usecases::{Completion, complete_from_stripe, counted_refunds, sync_subscription};
 
 /// How long a claimed event is ours before another worker may take it.
 const LEASE_MS: i64 = 60_000;
@@ -146,6 +146,30 @@ async fn tenant_by_payment_intent(
     Ok(None)
 }
 
+/// The tenant a subscription event concerns: named in the subscription's metadata, or the
+/// one whose mirror holds the subscription.
+async fn tenant_by_subscription(
+    state: &AppState,
+    event: &InboxEvent,
+    stripe_sub: &str,
+) -> Result<Option<Tenant>, Failure> {
+    if event.tenant_id.is_some() {
+        return tenant(state, event.tenant_id.as_deref()).await;
+    }
+    let Some(id) = state
+        .store
+        .tenant_for_stripe_subscription(stripe_sub)
+        .await?
+    else {
+        return Ok(None);
+    };
+    state
+        .store
+        .inbox_set_tenant(&event.event_id, id.as_str())
+        .await?;
+    tenant(state, Some(id.as_str())).await
+}
+
 /// Applies one event. `Ok(Some(status))` asks the caller to mark it; `Ok(None)` means the
 /// handler marked it in its own transaction.
 async fn apply(state: &AppState, event: &InboxEvent) -> Result<Option<&'static str>, Failure> {
@@ -181,7 +205,7 @@ async fn apply(state: &AppState, event: &InboxEvent) -> Result<Option<&'static s
             }
             // Whatever the event says, Stripe's current state of the session decides.
             match complete_from_stripe(state, &tenant, &session, Some(event)).await {
-                Ok((_, Completion::Completed(_))) => Ok(None),
+                Ok((_, Completion::Completed(_) | Completion::Subscribed(_))) => Ok(None),
                 Ok((_, Completion::NotPaid { .. })) => Ok(Some("processed")),
                 Err(e) if e.status == StatusCode::NOT_FOUND => Ok(Some("ignored")),
                 Err(e) => Err(e.into()),
@@ -227,6 +251,33 @@ async fn apply(state: &AppState, event: &InboxEvent) -> Result<Option<&'static s
                 state.access_changed(&tenant.id, c).await;
             }
             Ok(None)
+        }
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted"
+        | "customer.subscription.paused"
+        | "customer.subscription.resumed"
+        | "customer.subscription.trial_will_end"
+        | "customer.subscription.pending_update_applied"
+        | "customer.subscription.pending_update_expired"
+        | "invoice.paid"
+        | "invoice.payment_succeeded"
+        | "invoice.payment_failed"
+        | "invoice.payment_action_required" => {
+            let Some(stripe_sub) = envelope.subscription.as_deref() else {
+                return Ok(Some("ignored"));
+            };
+            let Some(tenant) = tenant_by_subscription(state, event, stripe_sub).await? else {
+                return Ok(Some("ignored"));
+            };
+            // Whatever the event says, the subscription as Stripe has it now is stored; a
+            // read older than the stored one changes nothing.
+            match sync_subscription(state, &tenant, stripe_sub, Some(event)).await {
+                Ok(_) => Ok(None),
+                // Not one of the tenant's customers (made outside Tollgate): nothing to mirror.
+                Err(e) if e.status == StatusCode::NOT_FOUND => Ok(Some("ignored")),
+                Err(e) => Err(e.into()),
+            }
         }
         // Completion follows the session; these carry nothing it needs.
         "payment_intent.succeeded"

@@ -8,6 +8,7 @@ use tollgate_domain::{
     BookingId, CustomerId, FeeSchedule, OrderId, OrderItemId, PriceId, ProductId, TenantId,
 };
 
+use crate::inbox::{InboxEvent, inbox_mark_in};
 use crate::{Engine, Result, Store, StoreError, db, now_ms};
 
 #[derive(Debug, Clone, Serialize)]
@@ -298,6 +299,7 @@ impl Store {
         &self,
         tenant: &TenantId,
         order: &OrderId,
+        mark_event: Option<&InboxEvent>,
     ) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin().await?;
@@ -310,6 +312,9 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await)?;
+        if let Some(event) = mark_event {
+            inbox_mark_in(&mut tx, event, "processed").await?;
+        }
         db(tx.commit().await)?;
         Ok(())
     }

@@ -55,12 +55,13 @@ async fn retrieve(
         let (order, completion) = complete_from_stripe(&state, &tenant, &id, None)
             .await
             .map_err(|e| if e.status == 404 { missing() } else { e })?;
-        let (payment_status, purchases) = match completion {
-            Completion::Completed(p) => ("paid".to_owned(), p),
-            Completion::NotPaid { payment_status, .. } => (payment_status, vec![]),
+        let (payment_status, purchases, subscription) = match completion {
+            Completion::Completed(p) => ("paid".to_owned(), p, None),
+            Completion::Subscribed(s) => ("paid".to_owned(), vec![], Some(s)),
+            Completion::NotPaid { payment_status, .. } => (payment_status, vec![], None),
         };
         return Ok(ok(
-            json!({ "object": "checkout_session", "id": id, "order_id": order.id, "status": order.status, "payment_status": payment_status, "order": order, "purchases": purchases }),
+            json!({ "object": "checkout_session", "id": id, "order_id": order.id, "status": order.status, "payment_status": payment_status, "order": order, "purchases": purchases, "subscription": subscription }),
         ));
     }
     let order = match state.store.order_by_session(&tenant.id, &id).await {

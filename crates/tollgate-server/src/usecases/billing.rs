@@ -426,7 +426,8 @@ pub async fn migrate_price(
 const MIGRATION_LEASE_MS: i64 = 10 * 60 * 1000;
 
 /// Moves every live subscription of a due migration onto the new price, without
-/// proration: each pays the new price from its next renewal. Idempotent per subscription.
+/// proration: each pays the new price from its next renewal. Idempotent per subscription;
+/// the migration is done once none is left on the old price.
 pub async fn run_price_migration(
     state: &AppState,
     tenant: &Tenant,
@@ -476,8 +477,9 @@ pub async fn run_price_migration(
             }
         }
     }
+    // Subscriptions that failed stay on the old price and are tried again next sweep.
     Ok(state
         .store
-        .record_price_migration(t, &m.id, moved, failed, true)
+        .record_price_migration(t, &m.id, moved, failed, failed == 0)
         .await?)
 }

@@ -3,9 +3,10 @@
 //! customer owned already.
 
 use tollgate_domain::OrderId;
-use tollgate_store::{InboxEvent, NewPurchase, Order, Purchase, StoreError, Tenant};
+use tollgate_store::{InboxEvent, NewPurchase, Order, Purchase, StoreError, Subscription, Tenant};
 
 use super::metadata;
+use super::subscriptions::sync_subscription;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -13,6 +14,8 @@ use crate::state::AppState;
 #[derive(Debug)]
 pub enum Completion {
     Completed(Vec<Purchase>),
+    /// A subscription checkout: its subscription as mirrored.
+    Subscribed(Box<Subscription>),
     /// Stripe does not call it paid (yet): nothing changed.
     NotPaid {
         status: String,
@@ -91,6 +94,24 @@ pub async fn complete_from_stripe(
                 payment_status: session.payment_status,
             },
         ));
+    }
+    if session.mode == "subscription" {
+        // The subscription is the purchase: mirror it, then close the order. Stripe sends
+        // the subscription's own events too; whichever arrives first stores it.
+        let stripe_sub = session.subscription.as_deref().ok_or_else(|| {
+            ApiError::conflict(
+                "no_subscription",
+                "The completed Checkout Session has no subscription.",
+            )
+        })?;
+        let sub = sync_subscription(state, tenant, stripe_sub, None).await?;
+        state
+            .store
+            .complete_subscription_order(t, &order.id, mark_event)
+            .await?;
+        tracing::info!(tenant = %t, order = %order.id, subscription = %sub.id, "subscription order completed");
+        let order = state.store.order(t, &order.id).await?;
+        return Ok((order, Completion::Subscribed(Box::new(sub))));
     }
     let payment_intent = session
         .payment_intent
