@@ -15,6 +15,10 @@ pub struct Faults {
     pub error_rate: f64,
     /// Share of API requests answered `429` rate limited.
     pub rate_limit_rate: f64,
+    /// Share of POST requests carried out but answered `500 api_error`, as when Stripe's
+    /// answer is lost on the way back: a retry with the same `Idempotency-Key` replays the
+    /// real answer.
+    pub lost_answer_rate: f64,
     /// Share of webhook deliveries sent twice.
     pub duplicate_rate: f64,
     /// Share of webhook deliveries held back and sent after the next one.
@@ -29,6 +33,7 @@ impl Faults {
         for (name, rate) in [
             ("error_rate", self.error_rate),
             ("rate_limit_rate", self.rate_limit_rate),
+            ("lost_answer_rate", self.lost_answer_rate),
             ("duplicate_rate", self.duplicate_rate),
             ("reorder_rate", self.reorder_rate),
             ("drop_rate", self.drop_rate),

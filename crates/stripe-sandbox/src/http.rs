@@ -249,6 +249,9 @@ async fn serve_api(
         shared.webhooks.enqueue(&mut world, &events);
         (status, out)
     };
+    if *method == Method::POST && roll(faults.lost_answer_rate) {
+        return Err(ApiError::server_error());
+    }
     Ok((status, axum::Json(out)).into_response())
 }
 

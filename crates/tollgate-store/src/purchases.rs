@@ -155,7 +155,7 @@ const COLUMNS: &str = "id, tenant_id, order_id, customer_id, email, product_id, 
     refunded_amount, refunded_platform_fee, refunded_organization_fee, refunded_creator_payout, refunded_at, \
     refund_reason, disputed, created_at, updated_at";
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 impl Store {
     fn for_update(&self) -> &'static str {

@@ -3,8 +3,9 @@
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use tollgate_domain::{ApiKeyId, FeeSchedule, TenantId};
+use tollgate_domain::{ApiKeyId, CustomerId, FeeSchedule, TenantId};
 
+use crate::purchases::Tx;
 use crate::{Result, Store, StoreError, db, hash_secret, now_ms};
 
 /// A tenant and its settings.
@@ -184,6 +185,7 @@ impl Store {
 
     /// Replaces a tenant's settings.
     pub async fn update_tenant(&self, id: &TenantId, t: &NewTenant) -> Result<Tenant> {
+        let mut tx = self.begin().await?;
         let done = db(sqlx::query(
             "UPDATE tenants SET name = $2, default_currency = $3, success_url_template = $4, \
              cancel_url_template = $5, portal_return_url_template = $6, platform_fee_bps = $7, \
@@ -199,12 +201,43 @@ impl Store {
         .bind(i64::from(t.fees.organization_bps()))
         .bind(t.grace_period_days)
         .bind(portal_json(&t.portal))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // The grace period decides what past_due subscriptions grant: every instance
+        // re-reads those customers' access.
+        for customer in self.customers_past_due_in(&mut tx, id).await? {
+            self.notify_access_in(&mut tx, id, &customer).await?;
+        }
+        db(tx.commit().await)?;
         self.tenant(id).await
+    }
+
+    /// Customers of the tenant with a past_due subscription (their access depends on the
+    /// grace period).
+    pub async fn customers_past_due(&self, tenant: &TenantId) -> Result<Vec<CustomerId>> {
+        let mut tx = self.begin().await?;
+        let customers = self.customers_past_due_in(&mut tx, tenant).await?;
+        db(tx.commit().await)?;
+        Ok(customers.into_iter().map(CustomerId::from_db).collect())
+    }
+
+    async fn customers_past_due_in(
+        &self,
+        tx: &mut Tx<'_>,
+        tenant: &TenantId,
+    ) -> Result<Vec<String>> {
+        let rows = db(sqlx::query(
+            "SELECT DISTINCT customer_id FROM subscriptions WHERE tenant_id = $1 AND status = 'past_due'",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut **tx)
+        .await)?;
+        rows.iter()
+            .map(|r| db(r.try_get::<String, _>("customer_id")))
+            .collect()
     }
 
     /// Records the Stripe portal configuration made for the tenant's settings.

@@ -313,8 +313,16 @@ impl Gateway {
             SubscriptionChange::Unpause => {
                 // Stripe clears pause_collection when it is sent empty; async-stripe's typed
                 // request has no way to send an empty value, so this one is built by hand.
+                #[derive(serde::Serialize)]
+                struct Unpause {
+                    pause_collection: &'static str,
+                    expand: [&'static str; 1],
+                }
                 RequestBuilder::new(StripeMethod::Post, format!("/subscriptions/{id}"))
-                    .form(&[("pause_collection", ""), ("expand[0]", "latest_invoice")])
+                    .form(&Unpause {
+                        pause_collection: "",
+                        expand: ["latest_invoice"],
+                    })
                     .customize::<stripe_shared::Subscription>()
                     .request_strategy(strategy)
                     .send(&self.client)

@@ -1575,7 +1575,7 @@ fn portal_configuration(p: &Value, is_default: bool) -> Value {
             "invoice_history": { "enabled": enabled(&f["invoice_history"], true) },
             "payment_method_update": { "enabled": enabled(&f["payment_method_update"], true), "payment_method_configuration": null },
             "subscription_cancel": {
-                "cancellation_reason": { "enabled": false, "options": [] },
+                "cancellation_reason": { "enabled": false, "feedback_options": null, "options": [] },
                 "enabled": enabled(&f["subscription_cancel"], true),
                 "mode": f["subscription_cancel"]["mode"].as_str().unwrap_or("at_period_end"),
                 "proration_behavior": f["subscription_cancel"]["proration_behavior"].as_str().unwrap_or("none"),
@@ -1584,7 +1584,20 @@ fn portal_configuration(p: &Value, is_default: bool) -> Value {
                 "billing_cycle_anchor": null,
                 "default_allowed_updates": f["subscription_update"]["default_allowed_updates"].as_array().cloned().unwrap_or_else(|| vec![json!("price")]),
                 "enabled": enabled(&f["subscription_update"], true),
-                "products": f["subscription_update"]["products"].as_array().cloned(),
+                "products": f["subscription_update"]["products"].as_array().map(|products| {
+                    products
+                        .iter()
+                        .map(|p| json!({
+                            "adjustable_quantity": {
+                                "enabled": p["adjustable_quantity"]["enabled"].as_bool().unwrap_or(false),
+                                "maximum": p["adjustable_quantity"]["maximum"],
+                                "minimum": p["adjustable_quantity"]["minimum"].as_i64().unwrap_or(1),
+                            },
+                            "prices": p["prices"],
+                            "product": p["product"],
+                        }))
+                        .collect::<Vec<_>>()
+                }),
                 "proration_behavior": f["subscription_update"]["proration_behavior"].as_str().unwrap_or("create_prorations"),
                 "schedule_at_period_end": { "conditions": [] },
                 "trial_update_behavior": "end_trial",

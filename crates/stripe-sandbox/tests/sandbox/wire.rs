@@ -391,3 +391,38 @@ async fn the_latency_fault_delays_answers_and_can_be_lifted() {
         .unwrap();
     assert_eq!(faults["latency_ms"], 0, "lifted");
 }
+
+#[tokio::test]
+async fn a_lost_answer_is_carried_out_and_its_retry_replays_the_real_answer() {
+    let sb = spawn().await;
+    sb.sandbox.set_faults(Faults {
+        lost_answer_rate: 1.0,
+        ..Faults::default()
+    });
+    let (status, body) = sb
+        .post_with("/v1/customers", "email=lost%40example.com", Some("lost-1"))
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["type"], "api_error");
+    sb.sandbox.set_faults(Faults::default());
+    let (_, listed) = sb.get("/v1/customers?email=lost%40example.com").await;
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        1,
+        "the request was carried out"
+    );
+    let (status, replayed) = sb
+        .post_with("/v1/customers", "email=lost%40example.com", Some("lost-1"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        replayed["id"], listed["data"][0]["id"],
+        "the retry replays it"
+    );
+    let (_, listed) = sb.get("/v1/customers?email=lost%40example.com").await;
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        1,
+        "and makes no other"
+    );
+}

@@ -252,6 +252,11 @@ async fn update_own_settings(
     let settings = tenant_settings(current(&tenant), input)?;
     let updated = state.store.update_tenant(&tenant.id, &settings).await?;
     state.forget_keys();
+    if updated.grace_period_days != tenant.grace_period_days {
+        for c in state.store.customers_past_due(&tenant.id).await? {
+            state.access_changed(&tenant.id, &c).await;
+        }
+    }
     Ok(ok(updated))
 }
 

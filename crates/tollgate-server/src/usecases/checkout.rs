@@ -95,6 +95,24 @@ pub async fn create_checkout(
             price: input.price.clone(),
             quantity: input.quantity,
         });
+    } else if let Some(price) = input.price.as_ref().filter(|_| items.is_empty()) {
+        // A price alone (its id or lookup key) names its product.
+        let found = match PriceId::parse(price) {
+            Some(id) => state.store.price(t, &id).await,
+            None => state.store.price_by_lookup_key(t, price).await,
+        };
+        let product = match found {
+            Ok(p) => p.product_id,
+            Err(StoreError::NotFound) => {
+                return Err(ApiError::not_found("price", price).with_param("price"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        items.push(CartItem {
+            product: product.to_string(),
+            price: Some(price.clone()),
+            quantity: input.quantity,
+        });
     }
     if items.is_empty() {
         return Err(ApiError::invalid(

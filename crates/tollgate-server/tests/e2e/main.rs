@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod flows;
+mod subscriptions;
 mod support;
 
 /// Runs each case on both engines.
@@ -12,14 +13,17 @@ macro_rules! both_engines {
     ($($case:ident),+ $(,)?) => {
         mod sqlite_engine {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { crate::flows::$case(crate::support::Engine::Sqlite).await; })+
+            async fn $case() { crate::$case(crate::support::Engine::Sqlite).await; })+
         }
         mod postgres_engine {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { crate::flows::$case(crate::support::Engine::Postgres).await; })+
+            async fn $case() { crate::$case(crate::support::Engine::Postgres).await; })+
         }
     };
 }
+
+use flows::*;
+use subscriptions::*;
 
 both_engines!(
     a_paid_checkout_becomes_a_purchase_with_its_split_and_grants_access,
@@ -41,6 +45,18 @@ both_engines!(
     concurrent_get_or_create_calls_make_one_customer_and_one_stripe_customer,
     two_paid_checkouts_of_one_product_keep_one_purchase_and_refund_the_other,
     a_paid_session_its_order_never_recorded_still_completes_the_order,
+    a_trial_becomes_active_and_renews,
+    a_failing_renewal_is_past_due_in_grace_then_canceled_and_revoked,
+    past_due_beyond_the_grace_period_is_revoked,
+    upgrades_prorate_now_and_downgrades_wait_for_the_period_end,
+    cancel_at_period_end_keeps_access_until_then_and_resume_undoes_it,
+    pause_revokes_and_unpause_restores,
+    portal_actions_flow_back_through_webhooks,
+    subscription_events_duplicated_and_reordered_converge,
+    a_promotion_code_discounts_the_subscription,
+    usage_is_reported_once_despite_retries,
+    a_price_migration_moves_new_signups_then_existing_subscriptions,
+    subscriptions_are_invisible_to_other_tenants,
 );
 
 /// Several instances share one database only on PostgreSQL.
