@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p tollgate --bench ingest` (SQLite); with
 //! `TOLLGATE_BENCH_DATABASE_URL=postgres://...` for PostgreSQL. `BENCH_EVENTS` and
-//! `BENCH_CONCURRENCY` change the load (default 20,000 events, 32 senders).
+//! `BENCH_CONCURRENCY` change the load (default 20,000 events, 32 senders);
+//! `BENCH_WORKERS` the inbox workers (default: `tollgate serve`'s).
 //!
 //! The events are `payment_intent.succeeded`, which the worker stores, claims, reads and
 //! marks processed without calling Stripe: what is measured is Tollgate's own pipeline.
@@ -39,6 +40,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
+    let workers: usize = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(Settings::default().workers);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,7 +67,7 @@ fn main() {
             stripe_secret_key: Some("sk_test_bench".into()),
             stripe_api_base: Some("http://127.0.0.1:9".into()),
             stripe_webhook_secrets: vec![SECRET.into()],
-            workers: 2,
+            workers,
             ..Settings::default()
         };
         let app = Application::build_on(listener, settings).await.unwrap();
@@ -108,7 +113,7 @@ fn main() {
         let done = started.elapsed();
         latencies.sort();
         let engine = if url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" };
-        println!("ingest on {engine}: {events} events, {concurrency} concurrent senders");
+        println!("ingest on {engine}: {events} events, {concurrency} concurrent senders, {workers} workers");
         println!("  all acknowledged after {:.2} s ({:.0} events/s acknowledged)", acked.as_secs_f64(), events as f64 / acked.as_secs_f64());
         println!("  all processed after    {:.2} s ({:.0} events/s end to end)", done.as_secs_f64(), events as f64 / done.as_secs_f64());
         println!(

@@ -16,6 +16,8 @@ use crate::usecases::{Completion, complete_from_stripe, counted_refunds, sync_su
 
 /// How long a claimed event is ours before another worker may take it.
 const LEASE_MS: i64 = 60_000;
+/// Events one worker claims at once (under one lease).
+const BATCH: i64 = 16;
 /// Attempts before an event becomes a dead letter.
 const MAX_ATTEMPTS: i64 = 8;
 
@@ -79,34 +81,46 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Claims and applies one due event; `false` when none was due. Tests drain with it.
+/// Claims a batch of due events and applies them one after another; `false` when none was
+/// due. Marks of events whose handlers commit nothing are written together at the end.
+/// Tests drain with it.
 pub async fn run_once(state: &AppState) -> Result<bool, StoreError> {
-    let Some(event) = state.store.inbox_claim(LEASE_MS).await? else {
+    let events = state.store.inbox_claim_many(LEASE_MS, BATCH).await?;
+    if events.is_empty() {
         return Ok(false);
-    };
-    let started = std::time::Instant::now();
-    match apply(state, &event).await {
-        Ok(status) => {
-            // Handlers that commit effects mark the event in that transaction; the rest here.
-            if let Some(status) = status
-                && !state.store.inbox_mark(&event, status).await?
-            {
-                tracing::warn!(event = %event.event_id, "lease lost before marking; another worker has the event");
+    }
+    let mut marks: Vec<(&InboxEvent, &'static str)> = Vec::with_capacity(events.len());
+    for event in &events {
+        let started = std::time::Instant::now();
+        match apply(state, event).await {
+            Ok(status) => {
+                // Handlers that commit effects mark the event in that transaction; the rest
+                // are marked with the batch.
+                if let Some(status) = status {
+                    marks.push((event, status));
+                }
+                tracing::info!(event = %event.event_id, kind = %event.event_type, tenant = event.tenant_id.as_deref().unwrap_or("-"), ms = started.elapsed().as_millis() as u64, "event applied");
             }
-            tracing::info!(event = %event.event_id, kind = %event.event_type, tenant = event.tenant_id.as_deref().unwrap_or("-"), ms = started.elapsed().as_millis() as u64, "event applied");
+            Err(Failure::Retry(reason)) if event.attempts < MAX_ATTEMPTS => {
+                let delay_ms = 1000i64.saturating_mul(1 << event.attempts.clamp(0, 9));
+                tracing::warn!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, "event failed; will retry");
+                state
+                    .store
+                    .inbox_fail(event, &reason, Some(tollgate_store::now_ms() + delay_ms))
+                    .await?;
+            }
+            Err(Failure::Retry(reason) | Failure::Dead(reason)) => {
+                tracing::error!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, "event dead-lettered");
+                state.store.inbox_fail(event, &reason, None).await?;
+            }
         }
-        Err(Failure::Retry(reason)) if event.attempts < MAX_ATTEMPTS => {
-            let delay_ms = 1000i64.saturating_mul(1 << event.attempts.clamp(0, 9));
-            tracing::warn!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, "event failed; will retry");
-            state
-                .store
-                .inbox_fail(&event, &reason, Some(tollgate_store::now_ms() + delay_ms))
-                .await?;
-        }
-        Err(Failure::Retry(reason) | Failure::Dead(reason)) => {
-            tracing::error!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, "event dead-lettered");
-            state.store.inbox_fail(&event, &reason, None).await?;
-        }
+    }
+    let marked = state.store.inbox_mark_many(&marks).await?;
+    if marked < marks.len() {
+        tracing::warn!(
+            lost = marks.len() - marked,
+            "leases lost before marking; other workers have those events"
+        );
     }
     Ok(true)
 }

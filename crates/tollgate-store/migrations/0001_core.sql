@@ -207,7 +207,8 @@ CREATE TABLE webhook_inbox (
     last_error TEXT,
     processed_at BIGINT
 );
-CREATE INDEX webhook_inbox_due ON webhook_inbox (status, next_attempt_at);
+-- What workers claim next: due pending events, oldest first (the claim query's order).
+CREATE INDEX webhook_inbox_due ON webhook_inbox (next_attempt_at, received_at) WHERE status = 'pending';
 CREATE INDEX webhook_inbox_tenant ON webhook_inbox (tenant_id, received_at);
 
 -- `scope` is the tenant id, or `operator` for the operator routes. Keys are kept 24 hours.

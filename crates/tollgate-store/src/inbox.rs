@@ -87,33 +87,74 @@ impl Store {
     /// hold the same event: the claim re-checks the lease in the row it updates, and on
     /// PostgreSQL skips rows another worker is claiming instead of waiting for them.
     pub async fn inbox_claim(&self, lease_ms: i64) -> Result<Option<InboxEvent>> {
+        Ok(self.inbox_claim_many(lease_ms, 1).await?.pop())
+    }
+
+    /// Claims up to `limit` due events, oldest first, under one lease.
+    pub async fn inbox_claim_many(&self, lease_ms: i64, limit: i64) -> Result<Vec<InboxEvent>> {
         let now = now_ms();
         let skip_locked = match self.engine {
             Engine::Postgres => " FOR UPDATE SKIP LOCKED",
             Engine::Sqlite => "",
         };
         let token = tollgate_domain::ids::random_token();
-        let row = db(sqlx::query(&format!(
+        let mut tx = self.begin().await?;
+        self.commit_without_waiting(&mut tx).await?;
+        let rows = db(sqlx::query(&format!(
             "UPDATE webhook_inbox SET lease_until = $2, lease_token = $3, attempts = attempts + 1 \
-             WHERE event_id = (SELECT event_id FROM webhook_inbox WHERE status = 'pending' AND next_attempt_at <= $1 \
-                               AND (lease_until IS NULL OR lease_until < $1) ORDER BY next_attempt_at, received_at LIMIT 1{skip_locked}) \
+             WHERE event_id IN (SELECT event_id FROM webhook_inbox WHERE status = 'pending' AND next_attempt_at <= $1 \
+                                AND (lease_until IS NULL OR lease_until < $1) ORDER BY next_attempt_at, received_at LIMIT $4{skip_locked}) \
              AND status = 'pending' AND (lease_until IS NULL OR lease_until < $1) RETURNING {COLUMNS}"
         ))
         .bind(now)
         .bind(now + lease_ms)
         .bind(&token)
-        .fetch_optional(&self.pool)
+        .bind(limit)
+        .fetch_all(&mut *tx)
         .await)?;
-        row.map(|r| db(InboxEvent::from_row(&r))).transpose()
+        db(tx.commit().await)?;
+        let mut events = rows
+            .iter()
+            .map(|r| db(InboxEvent::from_row(r)))
+            .collect::<Result<Vec<_>>>()?;
+        events.sort_by_key(|e| (e.next_attempt_at, e.received_at));
+        Ok(events)
     }
 
     /// Marks a claimed event `processed` or `ignored` (with no effects to commit alongside).
     /// `false` when the claim was lost (its lease ran out and another worker took it).
     pub async fn inbox_mark(&self, event: &InboxEvent, status: &str) -> Result<bool> {
+        Ok(self.inbox_mark_many(&[(event, status)]).await? == 1)
+    }
+
+    /// Marks several claimed events in one transaction; answers how many were still ours.
+    pub async fn inbox_mark_many(&self, marks: &[(&InboxEvent, &str)]) -> Result<usize> {
+        if marks.is_empty() {
+            return Ok(0);
+        }
         let mut tx = self.begin().await?;
-        let marked = inbox_mark_in(&mut tx, event, status).await?;
+        self.commit_without_waiting(&mut tx).await?;
+        let mut marked = 0;
+        for (event, status) in marks {
+            if inbox_mark_in(&mut tx, event, status).await? {
+                marked += 1;
+            }
+        }
         db(tx.commit().await)?;
         Ok(marked)
+    }
+
+    /// On PostgreSQL, lets this transaction commit without waiting for its WAL to reach
+    /// disk. Only for claims and marks that carry no effects: if the server crashes and
+    /// loses one, the event is claimed or applied again, and applying is idempotent. (An
+    /// event is stored durably before it is acknowledged, and effects commit durably.)
+    async fn commit_without_waiting(&self, tx: &mut crate::purchases::Tx<'_>) -> Result<()> {
+        if self.engine == Engine::Postgres {
+            db(sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut **tx)
+                .await)?;
+        }
+        Ok(())
     }
 
     /// Records a failed attempt of a claimed event: retried at `retry_at`, or

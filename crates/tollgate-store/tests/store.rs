@@ -7,10 +7,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tollgate_domain::status::SubscriptionStatus;
 use tollgate_domain::{FeeSchedule, TenantId};
 use tollgate_store::{
     IdempotencyOutcome, NewInboxEvent, NewOrder, NewOrderItem, NewPrice, NewProduct, NewPurchase,
-    NewTenant, Store, StoreError,
+    NewTenant, NewUsage, Store, StoreError, SubscriptionRecord,
 };
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -98,6 +99,8 @@ both_engines!(
     the_split_follows_the_fee_schedule_the_order_was_placed_under,
     one_stripe_refund_recorded_by_the_api_and_the_worker_at_once_counts_once,
     pending_orders_left_behind_are_found_for_the_sweep,
+    an_older_read_of_a_subscription_never_overwrites_a_newer_one,
+    usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_reporter,
 );
 
 async fn tenant(store: &Store, fees: (u32, u32)) -> TenantId {
@@ -1055,4 +1058,170 @@ async fn another_tenants_objects_are_not_found(store: Store) {
             .1,
         0
     );
+}
+
+fn subscription_record(
+    customer: &tollgate_store::Customer,
+    status: SubscriptionStatus,
+    cancel: bool,
+) -> SubscriptionRecord {
+    SubscriptionRecord {
+        customer_id: customer.id.clone(),
+        stripe_subscription_id: "sub_store_1".into(),
+        stripe_customer_id: "cus_store_1".into(),
+        status,
+        product_id: None,
+        price_id: None,
+        stripe_price_id: "price_store_1".into(),
+        stripe_item_id: "si_store_1".into(),
+        quantity: 1,
+        items: serde_json::json!([]),
+        currency: "usd".into(),
+        current_period_start: 1_000,
+        current_period_end: 2_000,
+        trial_start: None,
+        trial_end: None,
+        cancel_at_period_end: cancel,
+        cancel_at: None,
+        canceled_at: None,
+        ended_at: None,
+        pause_behavior: None,
+        pause_resumes_at: None,
+        past_due_since: None,
+        previous_price_id: None,
+        previous_product_id: None,
+        previous_until: None,
+        latest_invoice_id: None,
+        order_id: None,
+    }
+}
+
+async fn an_older_read_of_a_subscription_never_overwrites_a_newer_one(store: Store) {
+    let t = tenant(&store, (0, 0)).await;
+    let (c, _) = store
+        .get_or_create_customer(&t, "subscriber", None, None)
+        .await
+        .unwrap();
+    let older = store.next_sync_seq().await.unwrap();
+    let newer = store.next_sync_seq().await.unwrap();
+    assert!(newer > older, "reads are numbered in the order they start");
+
+    let (s, written) = store
+        .upsert_subscription(
+            &t,
+            &subscription_record(&c, SubscriptionStatus::Active, true),
+            newer,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(written);
+    assert!(s.cancel_at_period_end);
+    // The older read lands last, as a slow request or a late event would: it is ignored.
+    let (s, written) = store
+        .upsert_subscription(
+            &t,
+            &subscription_record(&c, SubscriptionStatus::Trialing, false),
+            older,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!written, "an older read changes nothing");
+    assert_eq!(s.status, "active");
+    assert!(s.cancel_at_period_end);
+    let (s, written) = store
+        .upsert_subscription(
+            &t,
+            &subscription_record(&c, SubscriptionStatus::Active, true),
+            newer,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!written, "the same read twice is written once");
+    let newest = store.next_sync_seq().await.unwrap();
+    let (after, written) = store
+        .upsert_subscription(
+            &t,
+            &subscription_record(&c, SubscriptionStatus::Canceled, false),
+            newest,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(written);
+    assert_eq!(after.status, "canceled");
+    assert_eq!(after.id, s.id, "one row per Stripe subscription");
+    let listed = store
+        .list_subscriptions(&t, &Default::default(), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
+async fn usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_reporter(store: Store) {
+    let t = tenant(&store, (0, 0)).await;
+    let (c, _) = store
+        .get_or_create_customer(&t, "metered", None, None)
+        .await
+        .unwrap();
+    store
+        .set_stripe_customer(&t, &c.id, "cus_metered")
+        .await
+        .unwrap();
+    let meter = store.get_or_create_meter(&t, "api_calls").await.unwrap();
+    let usage = |key: &str, value: i64| NewUsage {
+        customer_id: c.id.clone(),
+        meter_id: meter.id.clone(),
+        value,
+        occurred_at: 1_800_000_000,
+        idempotency_key: key.into(),
+    };
+    let (first, new) = store.record_usage(&t, &usage("k1", 5)).await.unwrap();
+    assert!(new);
+    let (again, new) = store.record_usage(&t, &usage("k1", 5)).await.unwrap();
+    assert!(!new, "the same key again records nothing");
+    assert_eq!(again.id, first.id);
+    assert!(matches!(
+        store.record_usage(&t, &usage("k1", 6)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    for i in 0..9 {
+        store
+            .record_usage(&t, &usage(&format!("k{}", i + 2), 1))
+            .await
+            .unwrap();
+    }
+
+    // Two reporters claiming at once share the ten records without overlap.
+    let (a, b) = tokio::join!(store.claim_usage(6, 60_000), store.claim_usage(6, 60_000));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut ids: Vec<_> = a.iter().chain(&b).map(|u| u.record.id.clone()).collect();
+    assert_eq!(ids.len(), 10, "every record claimed");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "none claimed twice");
+    assert!(
+        store.claim_usage(10, 60_000).await.unwrap().is_empty(),
+        "all leased"
+    );
+    assert_eq!(a[0].stripe_customer_id.as_deref(), Some("cus_metered"));
+    assert_eq!(a[0].stripe_event_name, meter.stripe_event_name);
+
+    // A reporter whose lease was taken over cannot mark the record.
+    let mut stale = a[0].record.clone();
+    stale.lease_token = Some("not-the-lease".into());
+    assert!(!store.usage_reported(&stale).await.unwrap());
+    assert!(store.usage_reported(&a[0].record).await.unwrap());
+    assert!(
+        store
+            .usage_failed(&a[1].record, "boom", Some(0))
+            .await
+            .unwrap()
+    );
+    let retried = store.claim_usage(10, 60_000).await.unwrap();
+    assert_eq!(retried.len(), 1, "only the failed one is due again");
+    assert_eq!(retried[0].record.id, a[1].record.id);
+    assert_eq!(retried[0].record.attempts, 2);
 }
