@@ -710,8 +710,7 @@ pub async fn a_price_migration_moves_new_signups_then_existing_subscriptions(eng
         .await;
     assert_eq!(status, 200, "{price}");
     let new_price = price["id"].as_str().unwrap().to_owned();
-    // Two seconds from now: time enough to see it has not run before it is due.
-    let move_at = now() + 2;
+    let move_at = now() + 7 * DAY;
     let (status, migration) = t
         .post(
             &format!("/v1/prices/{old_price}/migrate"),
@@ -737,13 +736,17 @@ pub async fn a_price_migration_moves_new_signups_then_existing_subscriptions(eng
     let s = t.sub(old_sub["id"].as_str().unwrap()).await;
     assert_eq!(s["price_id"], old_price.as_str());
 
+    // A week passes: the migration's time is now.
+    sqlx::query("UPDATE price_migrations SET move_existing_at = $1 WHERE id = $2")
+        .bind(tollgate_store::now_ms())
+        .bind(migration["id"].as_str().unwrap())
+        .execute(t.state().store.pool())
+        .await
+        .unwrap();
+    tollgate::maintenance::sweep(t.state()).await.unwrap();
     let path = format!("/v1/price_migrations/{}", migration["id"].as_str().unwrap());
-    t.eventually("the migration to come due and run", || async {
-        tollgate::maintenance::sweep(t.state()).await.unwrap();
-        t.get(&path).await.1["status"] == "done"
-    })
-    .await;
     let (_, done) = t.get(&path).await;
+    assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["moved"], 1, "{done}");
     assert_eq!(done["failed"], 0);
     let s = t.sub(old_sub["id"].as_str().unwrap()).await;
