@@ -93,25 +93,32 @@ impl Store {
     /// Claims up to `limit` due events, oldest first, under one lease.
     pub async fn inbox_claim_many(&self, lease_ms: i64, limit: i64) -> Result<Vec<InboxEvent>> {
         let now = now_ms();
-        let skip_locked = match self.engine {
-            Engine::Postgres => " FOR UPDATE SKIP LOCKED",
-            Engine::Sqlite => "",
-        };
         let token = tollgate_domain::ids::random_token();
+        let due = "status = 'pending' AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1)";
+        let set = "lease_until = $2, lease_token = $3, attempts = attempts + 1";
+        let sql = match self.engine {
+            // The picked rows are materialized once: as a plain `IN (... LIMIT)` PostgreSQL
+            // may evaluate the subquery again and take more than the limit.
+            Engine::Postgres => format!(
+                "WITH picked AS MATERIALIZED (SELECT event_id AS picked_id FROM webhook_inbox WHERE {due} \
+                 ORDER BY next_attempt_at, received_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 UPDATE webhook_inbox SET {set} FROM picked WHERE event_id = picked.picked_id AND {due} RETURNING {COLUMNS}"
+            ),
+            // One writer at a time: the subquery sees a settled table.
+            Engine::Sqlite => format!(
+                "UPDATE webhook_inbox SET {set} WHERE event_id IN (SELECT event_id FROM webhook_inbox WHERE {due} \
+                 ORDER BY next_attempt_at, received_at LIMIT $4) AND {due} RETURNING {COLUMNS}"
+            ),
+        };
         let mut tx = self.begin().await?;
         self.commit_without_waiting(&mut tx).await?;
-        let rows = db(sqlx::query(&format!(
-            "UPDATE webhook_inbox SET lease_until = $2, lease_token = $3, attempts = attempts + 1 \
-             WHERE event_id IN (SELECT event_id FROM webhook_inbox WHERE status = 'pending' AND next_attempt_at <= $1 \
-                                AND (lease_until IS NULL OR lease_until < $1) ORDER BY next_attempt_at, received_at LIMIT $4{skip_locked}) \
-             AND status = 'pending' AND (lease_until IS NULL OR lease_until < $1) RETURNING {COLUMNS}"
-        ))
-        .bind(now)
-        .bind(now + lease_ms)
-        .bind(&token)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await)?;
+        let rows = db(sqlx::query(&sql)
+            .bind(now)
+            .bind(now + lease_ms)
+            .bind(&token)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await)?;
         db(tx.commit().await)?;
         let mut events = rows
             .iter()

@@ -319,6 +319,32 @@ impl Store {
         Ok(())
     }
 
+    /// Pending subscription orders of a customer for a plan whose Checkout Session may
+    /// still be paid.
+    pub async fn open_subscription_orders(
+        &self,
+        tenant: &TenantId,
+        customer: &CustomerId,
+        product: &ProductId,
+    ) -> Result<Vec<Order>> {
+        let rows = db(sqlx::query(
+            "SELECT o.id FROM orders o WHERE o.tenant_id = $1 AND o.customer_id = $2 AND o.mode = 'subscription' \
+             AND o.status = 'pending' AND o.stripe_checkout_session_id IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id AND i.product_id = $3) ORDER BY o.created_at",
+        )
+        .bind(tenant.as_str())
+        .bind(customer.as_str())
+        .bind(product.as_str())
+        .fetch_all(&self.pool)
+        .await)?;
+        let mut orders = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id = OrderId::from_db(db(r.try_get("id"))?);
+            orders.push(self.order(tenant, &id).await?);
+        }
+        Ok(orders)
+    }
+
     /// Ends a pending order without payment (`failed` or `expired`) and frees its seats.
     /// A completed order is left alone: an older event never undoes a newer state.
     pub async fn close_order(

@@ -140,22 +140,27 @@ impl Store {
     pub async fn claim_usage(&self, limit: i64, lease_ms: i64) -> Result<Vec<UsageToReport>> {
         let now = now_ms();
         let token = tollgate_domain::ids::random_token();
-        let skip_locked = match self.engine {
-            Engine::Postgres => " FOR UPDATE SKIP LOCKED",
-            Engine::Sqlite => "",
+        let due = "status = 'pending' AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1)";
+        let set = "lease_until = $2, lease_token = $3, attempts = attempts + 1";
+        let sql = match self.engine {
+            // Materialized so the limit holds (see `Store::inbox_claim_many`).
+            Engine::Postgres => format!(
+                "WITH picked AS MATERIALIZED (SELECT id AS picked_id FROM usage_records WHERE {due} \
+                 ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 UPDATE usage_records SET {set} FROM picked WHERE id = picked.picked_id AND {due}"
+            ),
+            Engine::Sqlite => format!(
+                "UPDATE usage_records SET {set} WHERE id IN (SELECT id FROM usage_records WHERE {due} \
+                 ORDER BY next_attempt_at, id LIMIT $4) AND {due}"
+            ),
         };
-        db(sqlx::query(&format!(
-            "UPDATE usage_records SET lease_until = $2, lease_token = $3, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM usage_records WHERE status = 'pending' AND next_attempt_at <= $1 \
-                          AND (lease_until IS NULL OR lease_until < $1) ORDER BY next_attempt_at, id LIMIT $4{skip_locked}) \
-             AND status = 'pending' AND (lease_until IS NULL OR lease_until < $1)"
-        ))
-        .bind(now)
-        .bind(now + lease_ms)
-        .bind(&token)
-        .bind(limit)
-        .execute(&self.pool)
-        .await)?;
+        db(sqlx::query(&sql)
+            .bind(now)
+            .bind(now + lease_ms)
+            .bind(&token)
+            .bind(limit)
+            .execute(&self.pool)
+            .await)?;
         let rows = db(sqlx::query(&format!(
             "SELECT u.{}, m.stripe_event_name, c.stripe_customer_id FROM usage_records u \
              JOIN meters m ON m.id = u.meter_id JOIN customers c ON c.id = u.customer_id \

@@ -11,7 +11,7 @@ use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionAutomaticTax, CreateCheckoutSessionLineItems,
     CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionTaxIdCollection,
-    ListLineItemsCheckoutSession, RetrieveCheckoutSession,
+    ExpireCheckoutSession, ListLineItemsCheckoutSession, RetrieveCheckoutSession,
 };
 use stripe_core::customer::CreateCustomer;
 use stripe_core::dispute::ListDispute;
@@ -395,6 +395,13 @@ impl Gateway {
             url: s.url,
             expires_at: s.expires_at,
         })
+    }
+
+    /// Expires an open session so it can no longer be paid. Stripe refuses when the session
+    /// is not open any more (paid or expired already); callers read its state after.
+    pub async fn expire_session(&self, id: &str) -> Result<()> {
+        ExpireCheckoutSession::new(id).send(&self.client).await?;
+        Ok(())
     }
 
     /// The session as Stripe has it now, with every one of its line items.

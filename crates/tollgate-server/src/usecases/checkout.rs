@@ -301,6 +301,22 @@ pub async fn create_checkout(
             ));
         };
         let plan = &lines[0].0;
+        // Two payable checkouts of one plan would make two subscriptions: the newest
+        // checkout wins. Each older one is expired in Stripe and then settled from Stripe's
+        // state, so one paid in the meantime completes and is caught just below.
+        for open in state
+            .store
+            .open_subscription_orders(t, &c.id, &plan.id)
+            .await?
+        {
+            let Some(session) = &open.stripe_checkout_session_id else {
+                continue;
+            };
+            if let Err(e) = state.stripe.expire_session(session).await {
+                tracing::info!(error = %e, session = %session, "an older subscription checkout could not be expired; reading its state");
+            }
+            super::complete_from_stripe(state, tenant, session, None).await?;
+        }
         if let Some(live) = state
             .store
             .live_subscription_for_product(t, &c.id, &plan.id)

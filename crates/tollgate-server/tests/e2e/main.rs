@@ -57,6 +57,7 @@ both_engines!(
     usage_is_reported_once_despite_retries,
     a_price_migration_moves_new_signups_then_existing_subscriptions,
     subscriptions_are_invisible_to_other_tenants,
+    a_new_subscription_checkout_expires_the_older_one,
 );
 
 /// Several instances share one database only on PostgreSQL.

@@ -804,3 +804,47 @@ pub async fn subscriptions_are_invisible_to_other_tenants(engine: Engine) {
     let s = t.sub(id).await;
     assert_eq!(s["cancel_at_period_end"], false, "untouched");
 }
+
+/// Two payable checkouts of one plan would make two subscriptions: a new checkout expires
+/// the customer's older one, and one paid meanwhile makes the new checkout a conflict.
+pub async fn a_new_subscription_checkout_expires_the_older_one(engine: Engine) {
+    let Some(t) = spawn(engine).await else { return };
+    let (plan, _) = t.plan("Pro", 1500, "pro_monthly").await;
+    let c = t.subscriber("double_clicker", None).await;
+    let body = json!({ "customer": c, "price": "pro_monthly" });
+    let first = t.checkout(body.clone()).await;
+    let second = t.checkout(body.clone()).await;
+    let stripe_first = t
+        .stripe(
+            &format!("/v1/checkout/sessions/{}", first["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        stripe_first["status"], "expired",
+        "the older one can no longer be paid"
+    );
+    assert_ne!(t.pay(&first, "4242424242424242").await, 303);
+    let (_, order) = t
+        .get(&format!(
+            "/v1/orders/{}",
+            first["order_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(order["status"], "expired", "{order}");
+
+    // The newer one is paid; a third checkout finds the subscription whether or not its
+    // webhook was applied yet, because it settles open checkouts from Stripe first.
+    assert_eq!(t.pay(&second, "4242424242424242").await, 303);
+    let (status, err) = t.post("/v1/checkout_sessions", body).await;
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"]["code"], "already_subscribed");
+    t.settled().await;
+    let (_, list) = t.get(&format!("/v1/subscriptions?customer={c}")).await;
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "one subscription"
+    );
+    assert!(t.access(&c, &plan).await);
+}
