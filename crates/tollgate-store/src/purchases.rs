@@ -206,6 +206,21 @@ impl Store {
         let fees = FeeSchedule::new(bps("platform_fee_bps")?, bps("organization_fee_bps")?)
             .map_err(|e| StoreError::Conflict(e.to_string()))?;
         let now = now_ms();
+        if status != "completed"
+            && let Some(c) = &customer
+        {
+            // Completions of one customer's orders take turns, so that of two paid orders
+            // for one product exactly one sees the other's purchase and records a duplicate
+            // (rather than both inserting and one failing on the unique index).
+            db(sqlx::query(&format!(
+                "SELECT id FROM customers WHERE tenant_id = $1 AND id = $2{}",
+                self.for_update()
+            ))
+            .bind(tenant.as_str())
+            .bind(c)
+            .fetch_optional(&mut *tx)
+            .await)?;
+        }
         if status != "completed" {
             // A payment may arrive for an order we had given up on (expired, failed): the
             // money moved, so the ledger records it.

@@ -101,6 +101,7 @@ both_engines!(
     pending_orders_left_behind_are_found_for_the_sweep,
     an_older_read_of_a_subscription_never_overwrites_a_newer_one,
     usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_reporter,
+    two_orders_for_one_product_completed_at_once_make_one_purchase_and_one_duplicate,
 );
 
 async fn tenant(store: &Store, fees: (u32, u32)) -> TenantId {
@@ -1224,4 +1225,40 @@ async fn usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_report
     assert_eq!(retried.len(), 1, "only the failed one is due again");
     assert_eq!(retried[0].record.id, a[1].record.id);
     assert_eq!(retried[0].record.attempts, 2);
+}
+
+async fn two_orders_for_one_product_completed_at_once_make_one_purchase_and_one_duplicate(
+    store: Store,
+) {
+    let t = tenant(&store, (0, 0)).await;
+    let (a, pa) = product(&store, &t, 1000, None).await;
+    // Several rounds, each racing two completions of one customer's two orders.
+    for round in 0..10 {
+        let (c, _) = store
+            .get_or_create_customer(&t, &format!("racer-{round}"), None, None)
+            .await
+            .unwrap();
+        let (pi_a, pi_b) = (format!("pi_a{round}"), format!("pi_b{round}"));
+        let (first, second) = tokio::join!(
+            paid_order(
+                &store,
+                &t,
+                &c,
+                vec![item(&a, &pa, 1)],
+                &pi_a,
+                FeeSchedule::default()
+            ),
+            paid_order(
+                &store,
+                &t,
+                &c,
+                vec![item(&a, &pa, 1)],
+                &pi_b,
+                FeeSchedule::default()
+            ),
+        );
+        let mut statuses = vec![first[0].status.clone(), second[0].status.clone()];
+        statuses.sort();
+        assert_eq!(statuses, ["completed", "failed"], "round {round}");
+    }
 }
