@@ -12,6 +12,7 @@ use tollgate_store::{StoreError, UsageToReport};
 
 use crate::state::AppState;
 use crate::usecases::ensure_stripe_customer;
+use crate::worker::retry_at;
 
 /// Records claimed at once; they are sent side by side.
 const BATCH: i64 = 50;
@@ -107,9 +108,4 @@ async fn report_one(state: &AppState, u: UsageToReport) -> Result<(), StoreError
         }
     }
     Ok(())
-}
-
-/// Exponential backoff from one second, at most about eight minutes.
-fn retry_at(attempts: i64) -> i64 {
-    tollgate_store::now_ms() + 1000i64.saturating_mul(1 << attempts.clamp(0, 9))
 }

@@ -102,11 +102,10 @@ pub async fn run_once(state: &AppState) -> Result<bool, StoreError> {
                 tracing::info!(event = %event.event_id, kind = %event.event_type, tenant = event.tenant_id.as_deref().unwrap_or("-"), ms = started.elapsed().as_millis() as u64, "event applied");
             }
             Err(Failure::Retry(reason)) if event.attempts < MAX_ATTEMPTS => {
-                let delay_ms = 1000i64.saturating_mul(1 << event.attempts.clamp(0, 9));
                 tracing::warn!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, "event failed; will retry");
                 state
                     .store
-                    .inbox_fail(event, &reason, Some(tollgate_store::now_ms() + delay_ms))
+                    .inbox_fail(event, &reason, Some(retry_at(event.attempts)))
                     .await?;
             }
             Err(Failure::Retry(reason) | Failure::Dead(reason)) => {
@@ -123,6 +122,12 @@ pub async fn run_once(state: &AppState) -> Result<bool, StoreError> {
         );
     }
     Ok(true)
+}
+
+/// When to try again after `attempts` tries: exponential backoff from one second, at most
+/// about eight and a half minutes.
+pub(crate) fn retry_at(attempts: i64) -> i64 {
+    tollgate_store::now_ms() + 1000i64.saturating_mul(1 << attempts.clamp(0, 9))
 }
 
 async fn tenant(state: &AppState, id: Option<&str>) -> Result<Option<Tenant>, Failure> {
@@ -146,13 +151,7 @@ async fn tenant_by_payment_intent(
 ) -> Result<Option<Tenant>, Failure> {
     let Some(pi) = pi else { return Ok(None) };
     if let Some(id) = state.store.tenant_for_payment_intent(pi).await? {
-        if event.tenant_id.is_none() {
-            state
-                .store
-                .inbox_set_tenant(&event.event_id, id.as_str())
-                .await?;
-        }
-        return tenant(state, Some(id.as_str())).await;
+        return adopt_tenant(state, event, &id).await;
     }
     if event.tenant_id.is_some() {
         return Err(Failure::Retry(format!("no purchase recorded yet for {pi}")));
@@ -170,17 +169,29 @@ async fn tenant_by_subscription(
     if event.tenant_id.is_some() {
         return tenant(state, event.tenant_id.as_deref()).await;
     }
-    let Some(id) = state
+    match state
         .store
         .tenant_for_stripe_subscription(stripe_sub)
         .await?
-    else {
-        return Ok(None);
-    };
-    state
-        .store
-        .inbox_set_tenant(&event.event_id, id.as_str())
-        .await?;
+    {
+        Some(id) => adopt_tenant(state, event, &id).await,
+        None => Ok(None),
+    }
+}
+
+/// The tenant found through the objects an event refers to; the event is listed for that
+/// tenant from then on.
+async fn adopt_tenant(
+    state: &AppState,
+    event: &InboxEvent,
+    id: &TenantId,
+) -> Result<Option<Tenant>, Failure> {
+    if event.tenant_id.is_none() {
+        state
+            .store
+            .inbox_set_tenant(&event.event_id, id.as_str())
+            .await?;
+    }
     tenant(state, Some(id.as_str())).await
 }
 

@@ -169,15 +169,13 @@ impl Store {
     }
 
     pub async fn coupon(&self, tenant: &TenantId, id: &CouponId) -> Result<Coupon> {
-        let row = db(sqlx::query(&format!(
-            "SELECT {COUPON_COLUMNS} FROM coupons WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(Coupon::from_row(&row))
+        self.one(
+            &format!("SELECT {COUPON_COLUMNS} FROM coupons WHERE tenant_id = $1 AND id = $2"),
+            tenant,
+            id.as_str(),
+            Coupon::from_row,
+        )
+        .await
     }
 
     /// Live coupons, newest first.
@@ -213,15 +211,14 @@ impl Store {
         id: &CouponId,
         stripe_id: &str,
     ) -> Result<()> {
-        db(sqlx::query(
-            "UPDATE coupons SET stripe_coupon_id = $3 WHERE tenant_id = $1 AND id = $2",
+        self.set_stripe_id(
+            "coupons",
+            "stripe_coupon_id",
+            tenant,
+            id.as_str(),
+            stripe_id,
         )
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .bind(stripe_id)
-        .execute(&self.pool)
-        .await)?;
-        Ok(())
+        .await
     }
 
     /// Soft delete: no new redemptions; discounts already given stay.
@@ -290,15 +287,13 @@ impl Store {
     }
 
     async fn one_code(&self, cond: &str, tenant: &TenantId, value: &str) -> Result<PromotionCode> {
-        let row = db(sqlx::query(&format!(
-            "SELECT {CODE_COLUMNS} FROM promotion_codes WHERE tenant_id = $1 AND {cond}"
-        ))
-        .bind(tenant.as_str())
-        .bind(value)
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(PromotionCode::from_row(&row))
+        self.one(
+            &format!("SELECT {CODE_COLUMNS} FROM promotion_codes WHERE tenant_id = $1 AND {cond}"),
+            tenant,
+            value,
+            PromotionCode::from_row,
+        )
+        .await
     }
 
     pub async fn list_promotion_codes(
@@ -327,15 +322,14 @@ impl Store {
         id: &PromotionCodeId,
         stripe_id: &str,
     ) -> Result<()> {
-        db(sqlx::query(
-            "UPDATE promotion_codes SET stripe_promotion_code_id = $3 WHERE tenant_id = $1 AND id = $2",
+        self.set_stripe_id(
+            "promotion_codes",
+            "stripe_promotion_code_id",
+            tenant,
+            id.as_str(),
+            stripe_id,
         )
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .bind(stripe_id)
-        .execute(&self.pool)
-        .await)?;
-        Ok(())
+        .await
     }
 
     pub async fn set_promotion_code_active(
@@ -393,15 +387,15 @@ impl Store {
         tenant: &TenantId,
         id: &PriceMigrationId,
     ) -> Result<PriceMigration> {
-        let row = db(sqlx::query(&format!(
-            "SELECT {MIGRATION_COLUMNS} FROM price_migrations WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(PriceMigration::from_row(&row))
+        self.one(
+            &format!(
+                "SELECT {MIGRATION_COLUMNS} FROM price_migrations WHERE tenant_id = $1 AND id = $2"
+            ),
+            tenant,
+            id.as_str(),
+            PriceMigration::from_row,
+        )
+        .await
     }
 
     /// Scheduled migrations whose time has come, oldest first.

@@ -160,15 +160,13 @@ impl Store {
 
     /// A product, deleted or not (callers decide what a deleted one means).
     pub async fn product(&self, tenant: &TenantId, id: &ProductId) -> Result<Product> {
-        let row = db(sqlx::query(&format!(
-            "SELECT {PRODUCT_COLUMNS} FROM products WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(Product::from_row(&row))
+        self.one(
+            &format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE tenant_id = $1 AND id = $2"),
+            tenant,
+            id.as_str(),
+            Product::from_row,
+        )
+        .await
     }
 
     pub async fn update_product(
@@ -218,15 +216,14 @@ impl Store {
         id: &ProductId,
         stripe_id: &str,
     ) -> Result<()> {
-        db(sqlx::query(
-            "UPDATE products SET stripe_product_id = $3 WHERE tenant_id = $1 AND id = $2",
+        self.set_stripe_id(
+            "products",
+            "stripe_product_id",
+            tenant,
+            id.as_str(),
+            stripe_id,
         )
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .bind(stripe_id)
-        .execute(&self.pool)
-        .await)?;
-        Ok(())
+        .await
     }
 
     /// Live products newest first, optionally of one status.
@@ -289,15 +286,13 @@ impl Store {
     }
 
     pub async fn price(&self, tenant: &TenantId, id: &PriceId) -> Result<Price> {
-        let row = db(sqlx::query(&format!(
-            "SELECT {PRICE_COLUMNS} FROM prices WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(Price::from_row(&row))
+        self.one(
+            &format!("SELECT {PRICE_COLUMNS} FROM prices WHERE tenant_id = $1 AND id = $2"),
+            tenant,
+            id.as_str(),
+            Price::from_row,
+        )
+        .await
     }
 
     /// Active prices of a product, oldest first (the first is the default).
@@ -335,29 +330,35 @@ impl Store {
 
     /// The tenant's price Stripe knows by this id.
     pub async fn price_by_stripe_id(&self, tenant: &TenantId, stripe_id: &str) -> Result<Price> {
-        let row = db(sqlx::query(&format!(
-            "SELECT {PRICE_COLUMNS} FROM prices WHERE tenant_id = $1 AND stripe_price_id = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(stripe_id)
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(Price::from_row(&row))
+        self.one(
+            &format!(
+                "SELECT {PRICE_COLUMNS} FROM prices WHERE tenant_id = $1 AND stripe_price_id = $2"
+            ),
+            tenant,
+            stripe_id,
+            Price::from_row,
+        )
+        .await
+    }
+
+    /// A price by its id, or else by one of the tenant's lookup keys.
+    pub async fn price_by_ref(&self, tenant: &TenantId, reference: &str) -> Result<Price> {
+        match PriceId::parse(reference) {
+            Some(id) => self.price(tenant, &id).await,
+            None => self.price_by_lookup_key(tenant, reference).await,
+        }
     }
 
     /// The tenant's price with this lookup key (active or not: the key follows the price a
     /// migration put in place).
     pub async fn price_by_lookup_key(&self, tenant: &TenantId, key: &str) -> Result<Price> {
-        let row = db(sqlx::query(&format!(
-            "SELECT {PRICE_COLUMNS} FROM prices WHERE tenant_id = $1 AND lookup_key = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(Price::from_row(&row))
+        self.one(
+            &format!("SELECT {PRICE_COLUMNS} FROM prices WHERE tenant_id = $1 AND lookup_key = $2"),
+            tenant,
+            key,
+            Price::from_row,
+        )
+        .await
     }
 
     /// Puts `to` in the place of `from` for new sign-ups: `from` stops being sold and its

@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use tollgate_domain::{CustomerId, TenantId};
 
-use crate::{Result, Store, StoreError, db, now_ms};
+use crate::{Result, Store, db, now_ms};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Customer {
@@ -76,27 +76,25 @@ impl Store {
         tenant: &TenantId,
         stripe_id: &str,
     ) -> Result<Customer> {
-        let row = db(sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM customers WHERE tenant_id = $1 AND stripe_customer_id = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(stripe_id)
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(Customer::from_row(&row))
+        self.one(
+            &format!(
+                "SELECT {COLUMNS} FROM customers WHERE tenant_id = $1 AND stripe_customer_id = $2"
+            ),
+            tenant,
+            stripe_id,
+            Customer::from_row,
+        )
+        .await
     }
 
     pub async fn customer(&self, tenant: &TenantId, id: &CustomerId) -> Result<Customer> {
-        let row = db(sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM customers WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(Customer::from_row(&row))
+        self.one(
+            &format!("SELECT {COLUMNS} FROM customers WHERE tenant_id = $1 AND id = $2"),
+            tenant,
+            id.as_str(),
+            Customer::from_row,
+        )
+        .await
     }
 
     /// Records the Stripe customer, unless one is recorded already; returns the one that stands.

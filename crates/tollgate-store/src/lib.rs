@@ -184,6 +184,44 @@ impl Store {
         }
     }
 
+    /// The one row `sql` finds by tenant (`$1`) and id (`$2`), read by `from_row`;
+    /// `NotFound` when there is none.
+    pub(crate) async fn one<T>(
+        &self,
+        sql: &str,
+        tenant: &tollgate_domain::TenantId,
+        id: &str,
+        from_row: fn(&sqlx::any::AnyRow) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        let row = db(sqlx::query(sql)
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await)?
+        .ok_or(StoreError::NotFound)?;
+        db(from_row(&row))
+    }
+
+    /// Records the Stripe id of one of the tenant's rows in `table` (`stripe_<column>_id`).
+    pub(crate) async fn set_stripe_id(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        tenant: &tollgate_domain::TenantId,
+        id: &str,
+        stripe_id: &str,
+    ) -> Result<()> {
+        db(sqlx::query(&format!(
+            "UPDATE {table} SET {column} = $3 WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant.as_str())
+        .bind(id)
+        .bind(stripe_id)
+        .execute(&self.pool)
+        .await)?;
+        Ok(())
+    }
+
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()

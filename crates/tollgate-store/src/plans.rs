@@ -76,15 +76,7 @@ impl Store {
     }
 
     pub async fn entitlement(&self, tenant: &TenantId, id: &EntitlementId) -> Result<Entitlement> {
-        let row = db(sqlx::query(
-            "SELECT id, plan_id, product_id, feature, created_at FROM entitlements WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(Entitlement::from_row(&row))
+        self.one("SELECT id, plan_id, product_id, feature, created_at FROM entitlements WHERE tenant_id = $1 AND id = $2", tenant, id.as_str(), Entitlement::from_row).await
     }
 
     pub async fn entitlements_for_plan(
@@ -179,14 +171,7 @@ impl Store {
         id: &MeterId,
         stripe_id: &str,
     ) -> Result<()> {
-        db(
-            sqlx::query("UPDATE meters SET stripe_meter_id = $3 WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant.as_str())
-                .bind(id.as_str())
-                .bind(stripe_id)
-                .execute(&self.pool)
-                .await,
-        )?;
-        Ok(())
+        self.set_stripe_id("meters", "stripe_meter_id", tenant, id.as_str(), stripe_id)
+            .await
     }
 }

@@ -440,15 +440,13 @@ impl Store {
     }
 
     pub async fn purchase(&self, tenant: &TenantId, id: &PurchaseId) -> Result<Purchase> {
-        let row = db(sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM purchases WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(Purchase::from_row(&row))
+        self.one(
+            &format!("SELECT {COLUMNS} FROM purchases WHERE tenant_id = $1 AND id = $2"),
+            tenant,
+            id.as_str(),
+            Purchase::from_row,
+        )
+        .await
     }
 
     /// True when the customer holds a completed, unrefunded purchase of the product.

@@ -311,15 +311,13 @@ impl Store {
         tenant: &TenantId,
         value: &str,
     ) -> Result<Subscription> {
-        let row = db(sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND {column} = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(value)
-        .fetch_optional(&self.pool)
-        .await)?
-        .ok_or(StoreError::NotFound)?;
-        db(Subscription::from_row(&row))
+        self.one(
+            &format!("SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND {column} = $2"),
+            tenant,
+            value,
+            Subscription::from_row,
+        )
+        .await
     }
 
     /// The tenant a Stripe subscription is mirrored for (events about invoices name the

@@ -9,8 +9,8 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_domain::{EntitlementId, PriceId, PriceMigrationId};
-use tollgate_store::{Price, StoreError, Tenant};
+use tollgate_domain::{EntitlementId, PriceMigrationId};
+use tollgate_store::{StoreError, Tenant};
 
 use super::catalog::live_product;
 use super::{Json, list, ok};
@@ -146,32 +146,14 @@ async fn delete_entitlement(
     ))
 }
 
-async fn tenant_price(
-    state: &AppState,
-    tenant: &Tenant,
-    id: &str,
-    param: &str,
-) -> ApiResult<Price> {
-    let missing = || ApiError::not_found("price", id).with_param(param);
-    let found = match PriceId::parse(id) {
-        Some(pid) => state.store.price(&tenant.id, &pid).await,
-        None => state.store.price_by_lookup_key(&tenant.id, id).await,
-    };
-    match found {
-        Ok(p) => Ok(p),
-        Err(StoreError::NotFound) => Err(missing()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 async fn migrate(
     State(state): State<AppState>,
     Extension(tenant): Extension<Arc<Tenant>>,
     Path(id): Path<String>,
     Json(input): Json<MigrationInput>,
 ) -> ApiResult<Response> {
-    let from = tenant_price(&state, &tenant, &id, "id").await?;
-    let to = tenant_price(&state, &tenant, &input.to_price, "to_price").await?;
+    let from = crate::usecases::find_price(&state, &tenant.id, &id, "id").await?;
+    let to = crate::usecases::find_price(&state, &tenant.id, &input.to_price, "to_price").await?;
     let now = tollgate_store::now_ms() / 1000;
     if input.move_existing_at.is_some_and(|t| t < now - 60) {
         return Err(ApiError::invalid(

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 use tollgate_domain::status::{PauseBehavior, SubscriptionStatus};
-use tollgate_domain::{CustomerId, PriceId, SubscriptionId};
+use tollgate_domain::{CustomerId, SubscriptionId};
 use tollgate_store::{StoreError, Subscription, SubscriptionFilter, Tenant};
 
 use super::{Json, Query, limit, list, ok};
@@ -180,21 +180,7 @@ async fn change_price(
     Json(input): Json<ChangePriceInput>,
 ) -> ApiResult<Response> {
     let sub = find(&state, &tenant, &id).await?;
-    let missing = || ApiError::not_found("price", &input.price).with_param("price");
-    let found = match PriceId::parse(&input.price) {
-        Some(pid) => state.store.price(&tenant.id, &pid).await,
-        None => {
-            state
-                .store
-                .price_by_lookup_key(&tenant.id, &input.price)
-                .await
-        }
-    };
-    let price = match found {
-        Ok(p) => p,
-        Err(StoreError::NotFound) => return Err(missing()),
-        Err(e) => return Err(e.into()),
-    };
+    let price = usecases::find_price(&state, &tenant.id, &input.price, "price").await?;
     let changed = usecases::change_price(&state, &tenant, &sub, price, input.quantity).await?;
     let mut body = render(&state, &tenant, &changed.subscription);
     body["change"] = serde_json::to_value(changed.change).unwrap_or_default();

@@ -2,7 +2,7 @@
 //! and bookings, then the Stripe Checkout Session.
 
 use axum::http::StatusCode;
-use tollgate_domain::{CustomerId, Email, OrderId, PriceId, ProductId};
+use tollgate_domain::{CustomerId, Email, OrderId, ProductId};
 use tollgate_store::{NewOrder, NewOrderItem, Price, Product, StoreError, Tenant};
 use tollgate_stripe::{CheckoutLine, CheckoutRequest};
 
@@ -97,17 +97,9 @@ pub async fn create_checkout(
         });
     } else if let Some(price) = input.price.as_ref().filter(|_| items.is_empty()) {
         // A price alone (its id or lookup key) names its product.
-        let found = match PriceId::parse(price) {
-            Some(id) => state.store.price(t, &id).await,
-            None => state.store.price_by_lookup_key(t, price).await,
-        };
-        let product = match found {
-            Ok(p) => p.product_id,
-            Err(StoreError::NotFound) => {
-                return Err(ApiError::not_found("price", price).with_param("price"));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let product = super::find_price(state, t, price, "price")
+            .await?
+            .product_id;
         items.push(CartItem {
             product: product.to_string(),
             price: Some(price.clone()),
@@ -158,11 +150,7 @@ pub async fn create_checkout(
                     .with_param(&param("price"))
                 };
                 // A price id, or one of the tenant's lookup keys.
-                let found = match PriceId::parse(id) {
-                    Some(pid) => state.store.price(t, &pid).await,
-                    None => state.store.price_by_lookup_key(t, id).await,
-                };
-                match found {
+                match state.store.price_by_ref(t, id).await {
                     Ok(p) if p.product_id == product.id && p.active => p,
                     Ok(_) | Err(StoreError::NotFound) => return Err(missing()),
                     Err(e) => return Err(e.into()),

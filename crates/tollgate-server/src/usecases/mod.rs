@@ -11,7 +11,7 @@ mod subscriptions;
 use std::collections::HashMap;
 
 use tollgate_domain::TenantId;
-use tollgate_store::{Customer, Price, Product};
+use tollgate_store::{Customer, Price, Product, StoreError};
 use tollgate_stripe::NewStripePrice;
 
 use crate::error::{ApiError, ApiResult};
@@ -34,6 +34,20 @@ pub(crate) fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 /// idempotency key derived from the customer's id).
 /// `test_clock` puts a new Stripe customer on a test clock (in test mode only), so that
 /// its subscriptions can be taken through time.
+/// One of the tenant's prices, by id or lookup key; 404 naming `param` when there is none.
+pub async fn find_price(
+    state: &AppState,
+    tenant: &TenantId,
+    reference: &str,
+    param: &str,
+) -> ApiResult<Price> {
+    match state.store.price_by_ref(tenant, reference).await {
+        Ok(p) => Ok(p),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("price", reference).with_param(param)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub async fn ensure_stripe_customer(
     state: &AppState,
     tenant: &TenantId,
