@@ -50,7 +50,6 @@ async fn store_state(
     let item = s
         .plan_item()
         .ok_or_else(|| ApiError::conflict("no_items", "The subscription has no items."))?;
-    let price = known_price(state, tenant, &item.stripe_price_id).await?;
     let previous = match s.metadata.get(PREVIOUS_PRICE_KEY).filter(|p| !p.is_empty()) {
         Some(p) => known_price(state, tenant, p).await?,
         None => None,
@@ -64,7 +63,9 @@ async fn store_state(
         _ => None,
     };
     let mut items = Vec::with_capacity(s.items.len());
-    for i in &s.items {
+    // The plan item is the first: its price is read once, here.
+    let mut price = None;
+    for (n, i) in s.items.iter().enumerate() {
         let local = known_price(state, tenant, &i.stripe_price_id).await?;
         items.push(serde_json::json!({
             "stripe_item_id": i.id,
@@ -72,6 +73,9 @@ async fn store_state(
             "price_id": local.as_ref().map(|p| p.id.clone()),
             "quantity": i.quantity,
         }));
+        if n == 0 {
+            price = local;
+        }
     }
     let record = SubscriptionRecord {
         customer_id: customer.id.clone(),
