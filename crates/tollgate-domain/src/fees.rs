@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use crate::money::Amount;
+
 /// Basis points in one whole.
 pub const BPS: u32 = 10_000;
 
@@ -20,10 +22,13 @@ pub struct FeeSchedule {
 pub enum FeeError {
     #[error("fees must add up to at most 10000 basis points (100%)")]
     TooHigh,
-    #[error("amounts must not be negative")]
-    Negative,
     #[error("refund of {requested} exceeds the {remaining} left to refund")]
-    RefundTooLarge { requested: i64, remaining: i64 },
+    RefundTooLarge {
+        requested: Amount,
+        remaining: Amount,
+    },
+    #[error("a refund takes more of a part than is left of it")]
+    Inconsistent,
 }
 
 impl FeeSchedule {
@@ -46,44 +51,43 @@ impl FeeSchedule {
     }
 
     /// Splits `amount` between platform, organization and creator.
-    pub fn split(&self, amount: i64) -> Result<Split, FeeError> {
-        if amount < 0 {
-            return Err(FeeError::Negative);
-        }
+    pub fn split(&self, amount: Amount) -> Split {
+        let a = amount.get();
         let fee = |bps: u32| -> i64 {
             // i128: amount * 10000 cannot overflow, and the result is at most `amount`.
-            (i128::from(amount) * i128::from(bps) / i128::from(BPS)) as i64
+            (i128::from(a) * i128::from(bps) / i128::from(BPS)) as i64
         };
         let platform = fee(self.platform_bps);
         let organization = fee(self.organization_bps);
-        Ok(Split {
-            platform,
-            organization,
-            creator: amount - platform - organization,
-        })
+        // Fees add up to at most the amount (at most 10000 bps together), so every part
+        // is between 0 and the amount.
+        Split {
+            platform: Amount::from_db(platform),
+            organization: Amount::from_db(organization),
+            creator: Amount::from_db(a - platform - organization),
+        }
     }
 }
 
 /// Who gets what of an amount. The parts always add up to the amount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Split {
-    pub platform: i64,
-    pub organization: i64,
-    pub creator: i64,
+    pub platform: Amount,
+    pub organization: Amount,
+    pub creator: Amount,
 }
 
 impl Split {
-    pub fn total(&self) -> i64 {
-        self.platform + self.organization + self.creator
+    /// The sum of the parts (never overflows: each part is at most an `i64` amount that
+    /// was split, so their sum is that amount).
+    pub fn total(&self) -> Amount {
+        Amount::from_db(self.platform.get() + self.organization.get() + self.creator.get())
     }
 
-    /// What a refund of `amount` takes back from each part of `remaining` (the split less
+    /// What a refund of `amount` takes back from each part of `self` (the split less
     /// what earlier refunds took): proportional, fees rounded down, nothing below zero.
-    pub fn reverse(&self, amount: i64) -> Result<Split, FeeError> {
+    pub fn reverse(&self, amount: Amount) -> Result<Split, FeeError> {
         let remaining = self.total();
-        if amount < 0 {
-            return Err(FeeError::Negative);
-        }
         if amount > remaining {
             return Err(FeeError::RefundTooLarge {
                 requested: amount,
@@ -93,35 +97,37 @@ impl Split {
         if amount == remaining {
             return Ok(*self);
         }
+        let (amount, total) = (amount.get(), remaining.get());
         let share =
-            |part: i64| (i128::from(part) * i128::from(amount) / i128::from(remaining)) as i64;
+            |part: Amount| (i128::from(part.get()) * i128::from(amount) / i128::from(total)) as i64;
         let mut platform = share(self.platform);
         let mut organization = share(self.organization);
         let mut creator = amount - platform - organization;
         // Rounding the fees down can leave the creator's share above what the creator has
         // left; move the excess back onto the fees, which have room by construction.
-        if creator > self.creator {
-            let mut excess = creator - self.creator;
-            creator = self.creator;
-            let p = excess.min(self.platform - platform);
+        if creator > self.creator.get() {
+            let mut excess = creator - self.creator.get();
+            creator = self.creator.get();
+            let p = excess.min(self.platform.get() - platform);
             platform += p;
             excess -= p;
             organization += excess;
         }
         Ok(Split {
-            platform,
-            organization,
-            creator,
+            platform: Amount::new(platform).map_err(|_| FeeError::Inconsistent)?,
+            organization: Amount::new(organization).map_err(|_| FeeError::Inconsistent)?,
+            creator: Amount::new(creator).map_err(|_| FeeError::Inconsistent)?,
         })
     }
 
-    /// The parts less another split (what is left after a refund).
-    pub fn minus(&self, other: &Split) -> Split {
-        Split {
-            platform: self.platform - other.platform,
-            organization: self.organization - other.organization,
-            creator: self.creator - other.creator,
-        }
+    /// The parts less another split (what is left after a refund); `None` if `other`
+    /// takes more of a part than there is.
+    pub fn minus(&self, other: &Split) -> Option<Split> {
+        Some(Split {
+            platform: self.platform.checked_sub(other.platform)?,
+            organization: self.organization.checked_sub(other.organization)?,
+            creator: self.creator.checked_sub(other.creator)?,
+        })
     }
 }
 
@@ -130,18 +136,22 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn amount(v: i64) -> Amount {
+        Amount::new(v).unwrap()
+    }
+
     #[test]
     fn the_remainder_of_rounding_goes_to_the_creator() {
         let fees = FeeSchedule::new(1000, 250).unwrap(); // 10% and 2.5%
         assert_eq!(
-            fees.split(999).unwrap(),
+            fees.split(amount(999)),
             Split {
-                platform: 99,
-                organization: 24,
-                creator: 876
+                platform: amount(99),
+                organization: amount(24),
+                creator: amount(876)
             }
         );
-        assert_eq!(fees.split(0).unwrap(), Split::default());
+        assert_eq!(fees.split(Amount::ZERO), Split::default());
     }
 
     #[test]
@@ -153,12 +163,11 @@ mod tests {
 
     #[test]
     fn a_refund_larger_than_what_is_left_is_refused() {
-        let split = FeeSchedule::new(1000, 0).unwrap().split(1000).unwrap();
+        let split = FeeSchedule::new(1000, 0).unwrap().split(amount(1000));
         assert!(matches!(
-            split.reverse(1001),
+            split.reverse(amount(1001)),
             Err(FeeError::RefundTooLarge { .. })
         ));
-        assert!(split.reverse(-1).is_err());
     }
 
     proptest! {
@@ -169,9 +178,8 @@ mod tests {
             organization in 0u32..=10_000,
         ) {
             prop_assume!(platform + organization <= BPS);
-            let split = FeeSchedule::new(platform, organization).unwrap().split(amount).unwrap();
-            prop_assert_eq!(split.total(), amount);
-            prop_assert!(split.platform >= 0 && split.organization >= 0 && split.creator >= 0);
+            let split = FeeSchedule::new(platform, organization).unwrap().split(Amount::new(amount).unwrap());
+            prop_assert_eq!(split.total().get(), amount);
         }
 
         #[test]
@@ -182,20 +190,19 @@ mod tests {
             pieces in proptest::collection::vec(1i64..5_000_000, 1..8),
         ) {
             prop_assume!(platform + organization <= BPS);
-            let split = FeeSchedule::new(platform, organization).unwrap().split(amount).unwrap();
+            let split = FeeSchedule::new(platform, organization).unwrap().split(Amount::new(amount).unwrap());
             let mut left = split;
             for piece in pieces {
-                let piece = piece.min(left.total());
-                if piece == 0 { break; }
+                let piece = Amount::new(piece).unwrap().min(left.total());
+                if piece.is_zero() { break; }
                 let taken = left.reverse(piece).unwrap();
                 prop_assert_eq!(taken.total(), piece);
-                prop_assert!(taken.platform >= 0 && taken.organization >= 0 && taken.creator >= 0);
-                left = left.minus(&taken);
-                prop_assert!(left.platform >= 0 && left.organization >= 0 && left.creator >= 0);
+                // Amounts cannot be negative; `minus` fails if a part would go below zero.
+                left = left.minus(&taken).unwrap();
             }
             // Refunding the rest always empties every part exactly.
             let rest = left.reverse(left.total()).unwrap();
-            prop_assert_eq!(left.minus(&rest), Split::default());
+            prop_assert_eq!(left.minus(&rest), Some(Split::default()));
         }
     }
 }

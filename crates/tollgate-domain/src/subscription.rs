@@ -2,22 +2,21 @@
 //! and whether a change of plan is an upgrade (now, prorated) or a downgrade (at period
 //! end). Times here are Stripe's: Unix seconds, on the subscription's clock.
 
-use crate::status::SubscriptionStatus;
-
-const DAY: i64 = 86_400;
+use crate::status::{RecurringInterval, SubscriptionStatus};
+use crate::time::Timestamp;
 
 /// What the access rules need to know of a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Standing {
     pub status: SubscriptionStatus,
-    pub current_period_end: i64,
+    pub current_period_end: Timestamp,
     pub cancel_at_period_end: bool,
     /// A cancellation set for a moment (Stripe's `cancel_at`).
-    pub cancel_at: Option<i64>,
+    pub cancel_at: Option<Timestamp>,
     /// Collection paused (`pause_collection` set).
     pub collection_paused: bool,
     /// When the failed payment that made it past due was attempted.
-    pub past_due_since: Option<i64>,
+    pub past_due_since: Option<Timestamp>,
 }
 
 /// What a subscription grants.
@@ -25,8 +24,8 @@ pub struct Standing {
 pub enum Grant {
     /// Nothing.
     None,
-    /// Access that ends at this moment (Unix seconds), or never on its own (`None`).
-    Until(Option<i64>),
+    /// Access that ends at this moment, or never on its own (`None`).
+    Until(Option<Timestamp>),
 }
 
 impl Standing {
@@ -51,7 +50,7 @@ impl Standing {
             S::PastDue => {
                 let grace_end = match self.past_due_since {
                     Some(_) if grace_days <= 0 => return Grant::None,
-                    Some(since) => since.saturating_add(grace_days.saturating_mul(DAY)),
+                    Some(since) => since.plus_days(grace_days),
                     // Past due with no failed attempt on record: hold the period's access
                     // and let the next sync of the subscription decide.
                     None => self.current_period_end,
@@ -67,24 +66,23 @@ impl Standing {
 
 /// A recurring price as plan changes compare them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate<'a> {
+pub struct Rate {
     pub unit_amount: i64,
     pub quantity: i64,
-    /// `day`, `week`, `month` or `year`.
-    pub interval: &'a str,
+    pub interval: RecurringInterval,
     pub interval_count: i64,
 }
 
-impl Rate<'_> {
+impl Rate {
     /// What a year of this costs, in minor units times 10,080 (days, weeks, months and
     /// years all divide it evenly enough to compare in integers).
     fn per_year_scaled(&self) -> i128 {
         // Periods per year, times 10,080 to stay in integers: 365 days, 52 weeks, 12 months.
         let per_year_scaled: i128 = match self.interval {
-            "day" => 365 * 10_080,
-            "week" => 52 * 10_080,
-            "month" => 12 * 10_080,
-            _ => 10_080,
+            RecurringInterval::Day => 365 * 10_080,
+            RecurringInterval::Week => 52 * 10_080,
+            RecurringInterval::Month => 12 * 10_080,
+            RecurringInterval::Year => 10_080,
         };
         let count = i128::from(self.interval_count.max(1));
         i128::from(self.unit_amount) * i128::from(self.quantity.max(0)) * per_year_scaled / count
@@ -92,7 +90,7 @@ impl Rate<'_> {
 }
 
 /// Which way a change of plan goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     /// Costs more a year: takes effect now, the difference prorated and charged at once.
@@ -103,7 +101,7 @@ pub enum Change {
 
 /// Compares two prices by what a year of each costs; the same cost counts as an upgrade
 /// (it takes effect now and prorates to nothing).
-pub fn change(from: Rate<'_>, to: Rate<'_>) -> Change {
+pub fn change(from: Rate, to: Rate) -> Change {
     if to.per_year_scaled() < from.per_year_scaled() {
         Change::Downgrade
     } else {
@@ -117,10 +115,16 @@ mod tests {
     use SubscriptionStatus as S;
     use proptest::prelude::*;
 
+    const DAY: i64 = 86_400;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_secs(secs)
+    }
+
     fn standing(status: SubscriptionStatus) -> Standing {
         Standing {
             status,
-            current_period_end: 1_000_000,
+            current_period_end: at(1_000_000),
             cancel_at_period_end: false,
             cancel_at: None,
             collection_paused: false,
@@ -136,21 +140,21 @@ mod tests {
             cancel_at_period_end: true,
             ..standing(S::Active)
         };
-        assert_eq!(canceling.grant(3), Grant::Until(Some(1_000_000)));
-        let at = Standing {
-            cancel_at: Some(900_000),
+        assert_eq!(canceling.grant(3), Grant::Until(Some(at(1_000_000))));
+        let scheduled = Standing {
+            cancel_at: Some(at(900_000)),
             ..standing(S::Active)
         };
-        assert_eq!(at.grant(3), Grant::Until(Some(900_000)));
+        assert_eq!(scheduled.grant(3), Grant::Until(Some(at(900_000))));
     }
 
     #[test]
     fn past_due_keeps_access_for_the_grace_period_only() {
         let late = Standing {
-            past_due_since: Some(500_000),
+            past_due_since: Some(at(500_000)),
             ..standing(S::PastDue)
         };
-        assert_eq!(late.grant(3), Grant::Until(Some(500_000 + 3 * DAY)));
+        assert_eq!(late.grant(3), Grant::Until(Some(at(500_000 + 3 * DAY))));
         assert_eq!(late.grant(0), Grant::None, "no grace: no access");
     }
 
@@ -177,13 +181,13 @@ mod tests {
         let monthly = |amount| Rate {
             unit_amount: amount,
             quantity: 1,
-            interval: "month",
+            interval: RecurringInterval::Month,
             interval_count: 1,
         };
         let yearly = |amount| Rate {
             unit_amount: amount,
             quantity: 1,
-            interval: "year",
+            interval: RecurringInterval::Year,
             interval_count: 1,
         };
         assert_eq!(change(monthly(1000), monthly(2000)), Change::Upgrade);
@@ -212,11 +216,11 @@ mod tests {
         ) {
             let s = Standing {
                 status,
-                current_period_end: period_end,
+                current_period_end: at(period_end),
                 cancel_at_period_end,
-                cancel_at,
+                cancel_at: cancel_at.map(at),
                 collection_paused: paused,
-                past_due_since: since,
+                past_due_since: since.map(at),
             };
             match s.grant(grace) {
                 Grant::None => {}
@@ -224,13 +228,13 @@ mod tests {
                     prop_assert!(!paused);
                     prop_assert!(matches!(status, S::Active | S::Trialing | S::PastDue));
                     if cancel_at_period_end {
-                        prop_assert!(end.is_some_and(|e| e <= period_end));
+                        prop_assert!(end.is_some_and(|e| e.secs() <= period_end));
                     }
-                    if let Some(at) = cancel_at {
-                        prop_assert!(end.is_some_and(|e| e <= at));
+                    if let Some(c) = cancel_at {
+                        prop_assert!(end.is_some_and(|e| e.secs() <= c));
                     }
                     if let (S::PastDue, Some(since)) = (status, since) {
-                        prop_assert!(end.is_some_and(|e| e <= since + grace * DAY));
+                        prop_assert!(end.is_some_and(|e| e.secs() <= since + grace * DAY));
                     }
                 }
             }
@@ -240,8 +244,8 @@ mod tests {
         fn a_change_and_its_reverse_go_opposite_ways_unless_the_cost_is_equal(
             a in 1i64..1_000_000, b in 1i64..1_000_000,
             qa in 1i64..50, qb in 1i64..50,
-            ia in proptest::sample::select(vec!["day", "week", "month", "year"]),
-            ib in proptest::sample::select(vec!["day", "week", "month", "year"]),
+            ia in proptest::sample::select(RecurringInterval::ALL.to_vec()),
+            ib in proptest::sample::select(RecurringInterval::ALL.to_vec()),
         ) {
             let x = Rate { unit_amount: a, quantity: qa, interval: ia, interval_count: 1 };
             let y = Rate { unit_amount: b, quantity: qb, interval: ib, interval_count: 1 };

@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
     }
     let index = AccessIndex::default();
     index.load(index.ticket(), grants);
-    let now = tollgate_store::now_ms();
+    let now = tollgate_domain::Timestamp::now();
     let (t, cust) = &customers[54_321];
     let stranger = CustomerId::generate();
     let other_product = ProductId::generate();

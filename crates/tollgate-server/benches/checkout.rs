@@ -62,7 +62,7 @@ fn main() {
         let (_, key) = app
             .state()
             .store
-            .create_tenant(&NewTenant { name: "Bench".into(), default_currency: "usd".into(), fees: FeeSchedule::new(1000, 0).unwrap(), ..Default::default() })
+            .create_tenant(&NewTenant { name: "Bench".into(), fees: FeeSchedule::new(1000, 0).unwrap(), ..Default::default() })
             .await
             .unwrap();
         let http = reqwest::Client::new();

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tollgate_domain::{CustomerId, ProductId, PurchaseId, SubscriptionId, TenantId};
+use tollgate_domain::{CustomerId, ProductId, PurchaseId, SubscriptionId, TenantId, Timestamp};
 use tollgate_store::{Grant, GrantSource, GrantTarget};
 
 type Key = (TenantId, CustomerId);
@@ -24,7 +24,7 @@ type Key = (TenantId, CustomerId);
 struct Held {
     target: GrantTarget,
     source: GrantSource,
-    expires_at: Option<i64>,
+    expires_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -39,17 +39,27 @@ pub struct AccessIndex {
     tickets: AtomicU64,
 }
 
+/// What grants access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessSource {
+    Purchase,
+    Subscription,
+}
+
 /// The answer to "may this customer use this product (or feature)?".
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AccessAnswer {
     pub has_access: bool,
-    /// What grants it: `purchase` or `subscription`; nothing when there is no access.
-    pub source: Option<&'static str>,
+    /// What grants it; `null` when there is no access.
+    pub source: Option<AccessSource>,
+    /// The purchase that grants it.
     pub purchase_id: Option<PurchaseId>,
+    /// The subscription that grants it.
     pub subscription_id: Option<SubscriptionId>,
-    /// Unix seconds when this access ends on its own (a subscription canceled at period end,
-    /// a grace period); `None` when it does not.
-    pub expires_at: Option<i64>,
+    /// When this access ends on its own (a subscription canceled at period end, a grace
+    /// period); `null` when it does not.
+    pub expires_at: Option<Timestamp>,
 }
 
 impl AccessAnswer {
@@ -131,14 +141,14 @@ impl AccessIndex {
         }
     }
 
-    /// Whether the customer holds `target` at `now_ms`. A purchase answers before a
+    /// Whether the customer holds `target` at `now`. A purchase answers before a
     /// subscription (it never ends); among subscriptions the one lasting longest answers.
     pub fn check(
         &self,
         tenant: &TenantId,
         customer: &CustomerId,
         target: &GrantTarget,
-        now_ms: i64,
+        now: Timestamp,
     ) -> AccessAnswer {
         let map = self.read();
         // A tuple key needs owned parts to look up; the clones are two short strings.
@@ -148,11 +158,11 @@ impl AccessIndex {
         let best = entry
             .held
             .iter()
-            .filter(|h| &h.target == target && h.expires_at.is_none_or(|t| t > now_ms))
+            .filter(|h| &h.target == target && h.expires_at.is_none_or(|t| t > now))
             .max_by_key(|h| {
                 (
                     matches!(h.source, GrantSource::Purchase(_)),
-                    h.expires_at.unwrap_or(i64::MAX),
+                    h.expires_at.map_or(i64::MAX, Timestamp::secs),
                 )
             });
         match best {
@@ -160,8 +170,8 @@ impl AccessIndex {
             Some(h) => AccessAnswer {
                 has_access: true,
                 source: Some(match h.source {
-                    GrantSource::Purchase(_) => "purchase",
-                    GrantSource::Subscription(_) => "subscription",
+                    GrantSource::Purchase(_) => AccessSource::Purchase,
+                    GrantSource::Subscription(_) => AccessSource::Subscription,
                 }),
                 purchase_id: match &h.source {
                     GrantSource::Purchase(p) => Some(p.clone()),
@@ -171,7 +181,7 @@ impl AccessIndex {
                     GrantSource::Subscription(s) => Some(s.clone()),
                     GrantSource::Purchase(_) => None,
                 },
-                expires_at: h.expires_at.map(|t| t.div_euclid(1000)),
+                expires_at: h.expires_at,
             },
         }
     }
@@ -182,13 +192,13 @@ impl AccessIndex {
         tenant: &TenantId,
         customer: &CustomerId,
         product: &ProductId,
-        now_ms: i64,
+        now: Timestamp,
     ) -> AccessAnswer {
         self.check(
             tenant,
             customer,
             &GrantTarget::Product(product.clone()),
-            now_ms,
+            now,
         )
     }
 
@@ -208,6 +218,10 @@ impl AccessIndex {
 mod tests {
     use super::*;
 
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_secs(secs)
+    }
+
     fn purchase(t: &TenantId, c: &CustomerId, p: &ProductId) -> Grant {
         Grant {
             tenant_id: t.clone(),
@@ -225,14 +239,14 @@ mod tests {
         let c = CustomerId::generate();
         let (p, q) = (ProductId::generate(), ProductId::generate());
         index.load(index.ticket(), vec![purchase(&t1, &c, &p)]);
-        assert!(index.check_product(&t1, &c, &p, 0).has_access);
-        assert!(!index.check_product(&t1, &c, &q, 0).has_access);
+        assert!(index.check_product(&t1, &c, &p, at(0)).has_access);
+        assert!(!index.check_product(&t1, &c, &q, at(0)).has_access);
         assert!(
-            !index.check_product(&t2, &c, &p, 0).has_access,
+            !index.check_product(&t2, &c, &p, at(0)).has_access,
             "another tenant's grant is not this tenant's"
         );
         index.replace_customer(index.ticket(), &t1, &c, vec![]);
-        assert!(!index.check_product(&t1, &c, &p, 0).has_access);
+        assert!(!index.check_product(&t1, &c, &p, at(0)).has_access);
         assert_eq!(index.customers(), 0);
     }
 
@@ -250,17 +264,17 @@ mod tests {
         // ... then the rebuild's older snapshot arrives.
         index.load(rebuild, vec![purchase(&t, &c, &p)]);
         assert!(
-            !index.check_product(&t, &c, &p, 0).has_access,
+            !index.check_product(&t, &c, &p, at(0)).has_access,
             "the stale snapshot must not bring access back"
         );
         // Two refreshes of one customer landing out of order.
         let (older, newer) = (index.ticket(), index.ticket());
         index.replace_customer(newer, &t, &c, vec![purchase(&t, &c, &p)]);
         index.replace_customer(older, &t, &c, vec![]);
-        assert!(index.check_product(&t, &c, &p, 0).has_access);
+        assert!(index.check_product(&t, &c, &p, at(0)).has_access);
         // A later full rebuild that no longer sees the customer's grant removes it.
         index.load(index.ticket(), vec![]);
-        assert!(!index.check_product(&t, &c, &p, 0).has_access);
+        assert!(!index.check_product(&t, &c, &p, at(0)).has_access);
     }
 
     #[test]
@@ -272,11 +286,11 @@ mod tests {
         let sub = SubscriptionId::generate();
         let by_subscription = Grant {
             source: GrantSource::Subscription(sub.clone()),
-            expires_at: Some(10_000),
+            expires_at: Some(at(10)),
             ..purchase(&t, &c, &p)
         };
         index.load(index.ticket(), vec![by_subscription.clone()]);
-        let answer = index.check_product(&t, &c, &p, 9_999);
+        let answer = index.check_product(&t, &c, &p, at(9));
         assert_eq!(
             (
                 answer.has_access,
@@ -284,11 +298,19 @@ mod tests {
                 answer.subscription_id,
                 answer.expires_at
             ),
-            (true, Some("subscription"), Some(sub), Some(10))
+            (
+                true,
+                Some(AccessSource::Subscription),
+                Some(sub),
+                Some(at(10))
+            )
         );
-        assert!(!index.check_product(&t, &c, &p, 10_000).has_access);
+        assert!(!index.check_product(&t, &c, &p, at(10)).has_access);
         let bought = purchase(&t, &c, &p);
         index.load(index.ticket(), vec![by_subscription, bought]);
-        assert_eq!(index.check_product(&t, &c, &p, 0).source, Some("purchase"));
+        assert_eq!(
+            index.check_product(&t, &c, &p, at(0)).source,
+            Some(AccessSource::Purchase)
+        );
     }
 }

@@ -213,8 +213,11 @@ async fn follow_access_changes(state: AppState, mut stop: watch::Receiver<bool>)
                 n = listener.recv() => match n {
                     Ok(n) => {
                         let mut parts = n.payload().split(' ');
-                        if let (Some(t), Some(c)) = (parts.next().and_then(TenantId::parse), parts.next().and_then(CustomerId::parse)) {
-                            state.access_changed(&t, &c).await;
+                        if let (Some(t), Some(c)) = (
+                            parts.next().and_then(|t| TenantId::parse(t).ok()),
+                            parts.next().and_then(|c| CustomerId::parse(c).ok()),
+                        ) {
+                            state.refresh_customer(t, c).await;
                         }
                     }
                     Err(e) => {

@@ -71,7 +71,6 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .store
         .create_tenant(&NewTenant {
             name: "Demo Academy".into(),
-            default_currency: "usd".into(),
             success_url_template: Some(
                 "https://academy.example/thanks?session_id={CHECKOUT_SESSION_ID}".into(),
             ),
@@ -141,7 +140,9 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     step(5, "A Checkout Session, with a pending order behind it");
     println!(
         "    session    {}",
-        session["id"].as_str().unwrap_or_default()
+        session["stripe_checkout_session_id"]
+            .as_str()
+            .unwrap_or_default()
     );
     println!(
         "    order      {}",

@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod state;
 pub mod usage_reporter;
 pub mod usecases;
+pub mod views;
 pub mod worker;
 
 pub use app::Application;

@@ -1,13 +1,16 @@
-//! The `tollgate` command.
+//! The `tollgate` command: a thin shell over the library. Operator commands call the same
+//! use cases as the API and print the same views; every failure exits non-zero.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use serde_json::json;
 use tollgate::Settings;
-use tollgate_domain::{ApiKeyId, TenantId};
+use tollgate::usecases::tenants::{self, Actor, TenantInput};
+use tollgate::views::{ApiKeyView, EventView, IssuedKeyView, TenantView};
+use tollgate_domain::status::InboxStatus;
+use tollgate_domain::{ApiKeyId, Currency, StripeEventId, TenantId};
 use tollgate_store::{InboxFilter, Store};
 
 #[derive(Parser)]
@@ -56,38 +59,97 @@ enum Command {
     },
 }
 
+/// Settings a tenant command may set.
+#[derive(clap::Args)]
+struct TenantFlags {
+    /// The tenant's name (1 to 200 characters).
+    #[arg(long)]
+    name: Option<String>,
+    /// The tenant's default currency (a code Stripe charges in, such as usd).
+    #[arg(long)]
+    currency: Option<String>,
+    /// The platform's cut in basis points (1000 = 10%).
+    #[arg(long)]
+    platform_fee_bps: Option<u32>,
+    /// The organization's cut in basis points.
+    #[arg(long)]
+    organization_fee_bps: Option<u32>,
+    /// Where Checkout returns after payment ({CHECKOUT_SESSION_ID}, {ORDER_ID} filled in).
+    #[arg(long)]
+    success_url: Option<String>,
+    /// Where Checkout returns when the payer cancels.
+    #[arg(long)]
+    cancel_url: Option<String>,
+    /// Where the customer portal returns ({CUSTOMER_ID} filled in).
+    #[arg(long)]
+    portal_return_url: Option<String>,
+    /// Days a past_due subscription keeps its access (0 to 60).
+    #[arg(long)]
+    grace_period_days: Option<i64>,
+}
+
+impl TenantFlags {
+    fn input(self) -> anyhow::Result<TenantInput> {
+        let default_currency = self
+            .currency
+            .map(|c| Currency::parse(&c).map_err(|e| anyhow::anyhow!("--currency: {e}")))
+            .transpose()?;
+        Ok(TenantInput {
+            name: self.name,
+            default_currency,
+            success_url_template: self.success_url,
+            cancel_url_template: self.cancel_url,
+            portal_return_url_template: self.portal_return_url,
+            platform_fee_bps: self.platform_fee_bps,
+            organization_fee_bps: self.organization_fee_bps,
+            grace_period_days: self.grace_period_days,
+            portal: None,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum TenantCommand {
-    /// Create a tenant; prints its id and its first API key (shown once).
-    Create {
-        #[arg(long)]
-        name: String,
-        #[arg(long, default_value = "usd")]
-        currency: String,
-        #[arg(long, default_value_t = 0)]
-        platform_fee_bps: u32,
-        #[arg(long, default_value_t = 0)]
-        organization_fee_bps: u32,
-        #[arg(long)]
-        success_url: Option<String>,
-        #[arg(long)]
-        cancel_url: Option<String>,
-    },
+    /// Create a tenant; prints it with its first API key (shown once).
+    Create(TenantFlags),
     /// List tenants.
     List,
+    /// Show one tenant's settings.
+    Show {
+        /// The tenant's id (ten_...).
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Change a tenant's settings (the platform fee among them).
+    Update {
+        /// The tenant's id (ten_...).
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        flags: TenantFlags,
+    },
 }
 
 #[derive(Subcommand)]
 enum KeyCommand {
-    /// Issue another API key for a tenant.
+    /// Issue another API key for a tenant (shown once).
     Create {
+        /// The tenant's id (ten_...).
+        #[arg(long)]
+        tenant: String,
+    },
+    /// List a tenant's keys (never their secrets).
+    List {
+        /// The tenant's id (ten_...).
         #[arg(long)]
         tenant: String,
     },
     /// Revoke an API key.
     Revoke {
+        /// The tenant's id (ten_...).
         #[arg(long)]
         tenant: String,
+        /// The key's id (key_...).
         #[arg(long)]
         key: String,
     },
@@ -95,10 +157,24 @@ enum KeyCommand {
 
 #[derive(Subcommand)]
 enum EventsCommand {
+    /// List stored events, newest first.
+    List {
+        /// Only this tenant's events (ten_...).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only events in this state: pending, processed, ignored or dead.
+        #[arg(long)]
+        status: Option<String>,
+        /// How many (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// Put stored events back in the queue: one by id, or every dead letter.
     Replay {
+        /// The Stripe event's id (evt_...).
         #[arg(long, conflicts_with = "dead", required_unless_present = "dead")]
         id: Option<String>,
+        /// Every dead letter.
         #[arg(long)]
         dead: bool,
     },
@@ -117,9 +193,21 @@ async fn store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-fn print(value: serde_json::Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(&value)?);
+fn print<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+fn tenant_id(s: &str) -> anyhow::Result<TenantId> {
+    TenantId::parse(s).map_err(|e| anyhow::anyhow!("--tenant: {e}"))
+}
+
+/// A use case's error, as the command line tells it.
+fn fail(e: tollgate::error::Error) -> anyhow::Error {
+    match &e.param {
+        Some(p) => anyhow::anyhow!("{p}: {}", e.message),
+        None => anyhow::anyhow!("{}", e.message),
+    }
 }
 
 #[tokio::main]
@@ -163,59 +251,117 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo => tollgate::demo::run(settings).await,
-        Command::Tenant(TenantCommand::Create {
-            name,
-            currency,
-            platform_fee_bps,
-            organization_fee_bps,
-            success_url,
-            cancel_url,
-        }) => {
-            let input = tollgate::http::admin_settings(
-                name,
-                currency,
-                platform_fee_bps,
-                organization_fee_bps,
-                success_url,
-                cancel_url,
-            )
-            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            let (tenant, key) = store(&settings).await?.create_tenant(&input).await?;
-            print(json!({ "tenant_id": tenant.id, "api_key": key.secret, "api_key_id": key.id }))
-        }
-        Command::Tenant(TenantCommand::List) => print(serde_json::to_value(
-            store(&settings).await?.list_tenants().await?,
-        )?),
-        Command::Key(KeyCommand::Create { tenant }) => {
-            let t = TenantId::parse(&tenant).context("not a tenant id")?;
-            let key = store(&settings)
-                .await?
-                .create_key(&t)
+        Command::Tenant(TenantCommand::Create(flags)) => {
+            let input = flags.input()?;
+            let (tenant, key) = tenants::create_tenant_in(&store(&settings).await?, input)
                 .await
-                .context("no such tenant")?;
-            print(json!({ "tenant_id": t, "api_key": key.secret, "api_key_id": key.id }))
+                .map_err(fail)?;
+            print(&IssuedKeyView {
+                tenant_id: tenant.id.clone(),
+                api_key: key.secret,
+                api_key_id: key.id,
+                tenant: Some(TenantView::of(&tenant)),
+            })
+        }
+        Command::Tenant(TenantCommand::List) => {
+            let rows = store(&settings).await?.list_tenants().await?;
+            print(&rows.iter().map(TenantView::of).collect::<Vec<_>>())
+        }
+        Command::Tenant(TenantCommand::Show { tenant }) => {
+            let t = tenants::find(&store(&settings).await?, &tenant_id(&tenant)?)
+                .await
+                .map_err(fail)?;
+            print(&TenantView::of(&t))
+        }
+        Command::Tenant(TenantCommand::Update { tenant, flags }) => {
+            let (t, _changes) = tenants::update_tenant_in(
+                &store(&settings).await?,
+                &tenant_id(&tenant)?,
+                flags.input()?,
+                Actor::Operator,
+            )
+            .await
+            .map_err(fail)?;
+            // A running service learns of the change by itself (its key cache expires,
+            // and on PostgreSQL the access changes are announced by the write).
+            print(&TenantView::of(&t))
+        }
+        Command::Key(KeyCommand::Create { tenant }) => {
+            let t = tenant_id(&tenant)?;
+            let store = store(&settings).await?;
+            tenants::find(&store, &t).await.map_err(fail)?;
+            let key = store.create_key(&t).await?;
+            print(&IssuedKeyView {
+                tenant_id: t,
+                api_key: key.secret,
+                api_key_id: key.id,
+                tenant: None,
+            })
+        }
+        Command::Key(KeyCommand::List { tenant }) => {
+            let t = tenant_id(&tenant)?;
+            let store = store(&settings).await?;
+            tenants::find(&store, &t).await.map_err(fail)?;
+            let keys = store.list_keys(&t).await?;
+            print(&keys.iter().map(ApiKeyView::of).collect::<Vec<_>>())
         }
         Command::Key(KeyCommand::Revoke { tenant, key }) => {
-            let t = TenantId::parse(&tenant).context("not a tenant id")?;
-            let k = ApiKeyId::parse(&key).context("not a key id (key_...)")?;
-            store(&settings)
+            let t = tenant_id(&tenant)?;
+            let k = ApiKeyId::parse(&key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+            let store = store(&settings).await?;
+            match store.revoke_key(&t, &k).await {
+                Ok(()) => {}
+                Err(tollgate_store::StoreError::NotFound) => {
+                    bail!("no live key {k} for tenant {t}")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let keys = store.list_keys(&t).await?;
+            match keys.iter().find(|x| x.id == k) {
+                Some(key) => print(&ApiKeyView::of(key)),
+                None => bail!("no key {k} for tenant {t}"),
+            }
+        }
+        Command::Events(EventsCommand::List {
+            tenant,
+            status,
+            limit,
+        }) => {
+            if !(1..=1000).contains(&limit) {
+                bail!("--limit is 1 to 1000");
+            }
+            let filter = InboxFilter {
+                tenant_id: tenant.as_deref().map(tenant_id).transpose()?,
+                status: status
+                    .as_deref()
+                    .map(|s| {
+                        InboxStatus::parse(s)
+                            .with_context(|| format!("--status must be {}", InboxStatus::choices()))
+                    })
+                    .transpose()?,
+                event_type: None,
+            };
+            let rows = store(&settings)
                 .await?
-                .revoke_key(&t, &k)
-                .await
-                .context("no such live key for this tenant")?;
-            print(json!({ "id": k, "revoked": true }))
+                .inbox_list(&filter, limit, None)
+                .await?;
+            print(&rows.iter().map(EventView::of).collect::<Vec<_>>())
         }
         Command::Events(EventsCommand::Replay { id, dead }) => {
             let store = store(&settings).await?;
-            let ids: Vec<String> = match id {
-                Some(id) => vec![id],
+            let ids: Vec<StripeEventId> = match id {
+                Some(id) => {
+                    vec![StripeEventId::parse(&id).map_err(|e| anyhow::anyhow!("--id: {e}"))?]
+                }
                 None if dead => store
                     .inbox_list(
                         &InboxFilter {
                             tenant_id: None,
-                            status: Some("dead".into()),
+                            status: Some(InboxStatus::Dead),
+                            event_type: None,
                         },
                         10_000,
+                        None,
                     )
                     .await?
                     .into_iter()
@@ -224,14 +370,18 @@ async fn main() -> anyhow::Result<()> {
                 None => vec![],
             };
             let mut queued = 0;
+            let mut missing = Vec::new();
             for id in &ids {
                 if store.inbox_replay(id).await? {
                     queued += 1;
                 } else {
-                    eprintln!("no stored event {id}");
+                    missing.push(id.to_string());
                 }
             }
             eprintln!("{queued} event(s) queued again; a running `tollgate serve` applies them");
+            if !missing.is_empty() {
+                bail!("no stored event {}", missing.join(", "));
+            }
             Ok(())
         }
         Command::Sandbox { listen, api_key } => {

@@ -10,17 +10,20 @@
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tollgate_domain::Timestamp;
+use tollgate_domain::status::OrderStatus;
 use tollgate_store::StoreError;
 
 use crate::state::AppState;
-use crate::usecases::{complete_from_stripe, refund_duplicates, run_price_migration};
+use crate::usecases::completion::{complete_from_stripe, refund_duplicates};
+use crate::usecases::migrations::run_price_migration;
 
 /// How often the sweep runs.
 const EVERY: Duration = Duration::from_secs(60);
 /// A pending order without a session after this long belongs to a request that died.
-const NO_SESSION_AFTER_MS: i64 = 15 * 60 * 1000;
+const NO_SESSION_AFTER: Duration = Duration::from_secs(15 * 60);
 /// An expired session's event gets this long to arrive before the sweep asks Stripe.
-const EXPIRED_GRACE_SECS: i64 = 10 * 60;
+const EXPIRED_GRACE: Duration = Duration::from_secs(10 * 60);
 /// Orders one sweep looks at.
 const BATCH: i64 = 100;
 
@@ -44,14 +47,10 @@ pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
     if pruned > 0 {
         tracing::debug!(pruned, "old idempotency keys dropped");
     }
-    let now = tollgate_store::now_ms();
+    let now = Timestamp::now();
     for stale in state
         .store
-        .stale_pending_orders(
-            now - NO_SESSION_AFTER_MS,
-            now / 1000 - EXPIRED_GRACE_SECS,
-            BATCH,
-        )
+        .stale_pending_orders(now.minus(NO_SESSION_AFTER), now.minus(EXPIRED_GRACE), BATCH)
         .await?
     {
         let tenant = match state.store.tenant(&stale.tenant_id).await {
@@ -66,7 +65,7 @@ pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
                     .close_order(
                         &tenant.id,
                         &stale.order_id,
-                        "failed",
+                        OrderStatus::Failed,
                         Some("checkout was not created"),
                     )
                     .await?;

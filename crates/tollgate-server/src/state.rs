@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tollgate_domain::{CustomerId, ProductId, TenantId};
-use tollgate_store::{Store, Tenant};
+use tollgate_store::{AccessChanges, Store, Tenant};
 use tollgate_stripe::Gateway;
 
 use crate::access::AccessIndex;
@@ -111,16 +111,45 @@ impl AppState {
         self.keys.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// Re-reads a customer's grants into the index, after a change this process committed.
-    /// (The store announces committed changes to other instances on PostgreSQL itself.)
-    pub async fn access_changed(&self, tenant: &TenantId, customer: &CustomerId) {
+    /// Applies committed changes of access to the index: the one place that does, for
+    /// every write the API, the worker and the CLI make. (The store announces the same
+    /// changes to other instances on PostgreSQL itself.)
+    pub async fn apply(&self, changes: AccessChanges) {
+        for (tenant, customer) in changes.into_inner() {
+            self.refresh_customer(tenant, customer).await;
+        }
+    }
+
+    /// Re-reads a customer's grants into the index. A failed read is tried again in the
+    /// background until it succeeds: a grant the database took back must not linger here.
+    pub async fn refresh_customer(&self, tenant: TenantId, customer: CustomerId) {
+        if self.try_refresh(&tenant, &customer).await {
+            return;
+        }
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(200);
+            loop {
+                tokio::time::sleep(wait).await;
+                if state.try_refresh(&tenant, &customer).await {
+                    return;
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+
+    async fn try_refresh(&self, tenant: &TenantId, customer: &CustomerId) -> bool {
         let ticket = self.access.ticket();
         match self.store.grants_for_customer(tenant, customer).await {
-            Ok(grants) => self
-                .access
-                .replace_customer(ticket, tenant, customer, grants),
+            Ok(grants) => {
+                self.access
+                    .replace_customer(ticket, tenant, customer, grants);
+                true
+            }
             Err(e) => {
-                tracing::error!(error = %e, tenant = %tenant, customer = %customer, "refreshing access failed")
+                tracing::error!(error = %e, tenant = %tenant, customer = %customer, "refreshing access failed; will retry");
+                false
             }
         }
     }

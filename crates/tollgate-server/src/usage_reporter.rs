@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tollgate_domain::Timestamp;
 use tollgate_store::{StoreError, UsageToReport};
 
 use crate::state::AppState;
-use crate::usecases::ensure_stripe_customer;
-use crate::worker::retry_at;
+use crate::usecases::stripe_objects::ensure_stripe_customer;
+use crate::worker::backoff;
 
 /// Records claimed at once; they are sent side by side.
 const BATCH: i64 = 50;
 /// How long a claimed batch is ours.
-const LEASE_MS: i64 = 60_000;
+const LEASE: Duration = Duration::from_secs(60);
 /// Attempts before a record fails for good.
 const MAX_ATTEMPTS: i64 = 10;
 
@@ -46,7 +47,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
 
 /// Claims and sends one batch of due records; answers how many were claimed.
 pub async fn report_batch(state: &AppState) -> Result<usize, StoreError> {
-    let batch = state.store.claim_usage(BATCH, LEASE_MS).await?;
+    let batch = state.store.claim_usage(BATCH, LEASE).await?;
     let claimed = batch.len();
     let mut sends = JoinSet::new();
     for u in batch {
@@ -70,7 +71,10 @@ async fn report_one(state: &AppState, u: UsageToReport) -> Result<(), StoreError
         None => {
             let customer = state.store.customer(&r.tenant_id, &r.customer_id).await?;
             match ensure_stripe_customer(state, &r.tenant_id, customer, None).await {
-                Ok(c) => c.stripe_customer_id.unwrap_or_default(),
+                Ok(c) => match c.stripe_customer_id {
+                    Some(id) => id,
+                    None => return Ok(()),
+                },
                 Err(e) => {
                     let retry = e.transient.then(|| retry_at(r.attempts));
                     state.store.usage_failed(r, &e.message, retry).await?;
@@ -108,4 +112,8 @@ async fn report_one(state: &AppState, u: UsageToReport) -> Result<(), StoreError
         }
     }
     Ok(())
+}
+
+fn retry_at(attempts: i64) -> Timestamp {
+    Timestamp::now().plus(backoff(attempts))
 }

@@ -2,93 +2,117 @@
 //! migrations: a new price in an old one's place for new sign-ups, with existing
 //! subscriptions optionally moved onto it at a set time.
 
-use serde::Serialize;
+use std::time::Duration;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use tollgate_domain::{CouponId, PriceId, PriceMigrationId, PromotionCodeId, TenantId};
+use tollgate_domain::status::{CouponDuration, MigrationStatus};
+use tollgate_domain::{
+    Amount, CouponId, Currency, PriceId, PriceMigrationId, PromotionCodeId, StripeCouponId,
+    StripePromotionCodeId, TenantId, Timestamp,
+};
 
-use crate::{Result, Store, StoreError, db, now_ms};
+use crate::{
+    Result, Store, StoreError, db, enum_col, flag_col, id_col, opt_id_col, opt_ts_col, ts_col,
+};
 
-#[derive(Debug, Clone, Serialize)]
+/// What a coupon takes off: a share in basis points (2000 = 20%), or an amount in a
+/// currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discount {
+    PercentOffBps(i64),
+    AmountOff(Amount, Currency),
+}
+
+#[derive(Debug, Clone)]
 pub struct Coupon {
     pub id: CouponId,
-    #[serde(skip)]
     pub tenant_id: TenantId,
     pub name: Option<String>,
-    /// A share of the price in basis points (2000 = 20%), or ...
-    pub percent_off_bps: Option<i64>,
-    /// ... an amount off, in minor units of `currency`.
-    pub amount_off: Option<i64>,
-    pub currency: Option<String>,
-    /// `once`, `repeating` (for `duration_in_months`) or `forever`.
-    pub duration: String,
+    pub discount: Discount,
+    pub duration: CouponDuration,
     pub duration_in_months: Option<i64>,
     pub max_redemptions: Option<i64>,
-    /// Unix seconds after which it cannot be redeemed.
-    pub redeem_by: Option<i64>,
-    pub stripe_coupon_id: Option<String>,
-    pub created_at: i64,
-    pub deleted_at: Option<i64>,
+    /// The moment after which it cannot be redeemed.
+    pub redeem_by: Option<Timestamp>,
+    pub stripe_coupon_id: Option<StripeCouponId>,
+    pub created_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
 }
 
 impl Coupon {
     fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        let percent: Option<i64> = row.try_get("percent_off_bps")?;
+        let amount: Option<i64> = row.try_get("amount_off")?;
+        let currency: Option<String> = row.try_get("currency")?;
+        // The schema's CHECKs allow exactly one of the two, and a currency with an amount.
+        let discount = match (percent, amount, currency) {
+            (Some(bps), _, _) => Discount::PercentOffBps(bps),
+            (None, Some(a), Some(c)) => {
+                Discount::AmountOff(Amount::from_db(a), Currency::from_db(c))
+            }
+            _ => {
+                return Err(sqlx::Error::ColumnDecode {
+                    index: "percent_off_bps".into(),
+                    source: "a coupon without a discount".into(),
+                });
+            }
+        };
         Ok(Self {
-            id: CouponId::from_db(row.try_get("id")?),
-            tenant_id: TenantId::from_db(row.try_get("tenant_id")?),
+            id: id_col(row, "id", CouponId::from_db)?,
+            tenant_id: id_col(row, "tenant_id", TenantId::from_db)?,
             name: row.try_get("name")?,
-            percent_off_bps: row.try_get("percent_off_bps")?,
-            amount_off: row.try_get("amount_off")?,
-            currency: row.try_get("currency")?,
-            duration: row.try_get("duration")?,
+            discount,
+            duration: enum_col(row, "duration", CouponDuration::parse)?,
             duration_in_months: row.try_get("duration_in_months")?,
             max_redemptions: row.try_get("max_redemptions")?,
-            redeem_by: row.try_get("redeem_by")?,
-            stripe_coupon_id: row.try_get("stripe_coupon_id")?,
-            created_at: row.try_get("created_at")?,
-            deleted_at: row.try_get("deleted_at")?,
+            redeem_by: opt_ts_col(row, "redeem_by")?,
+            stripe_coupon_id: opt_id_col(row, "stripe_coupon_id", StripeCouponId::from_db)?,
+            created_at: ts_col(row, "created_at")?,
+            deleted_at: opt_ts_col(row, "deleted_at")?,
         })
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewCoupon {
     pub name: Option<String>,
-    pub percent_off_bps: Option<i64>,
-    pub amount_off: Option<i64>,
-    pub currency: Option<String>,
-    pub duration: String,
+    pub discount: Discount,
+    pub duration: CouponDuration,
     pub duration_in_months: Option<i64>,
     pub max_redemptions: Option<i64>,
-    pub redeem_by: Option<i64>,
+    pub redeem_by: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PromotionCode {
     pub id: PromotionCodeId,
-    #[serde(skip)]
     pub tenant_id: TenantId,
     pub coupon_id: CouponId,
     pub code: String,
     pub active: bool,
     pub max_redemptions: Option<i64>,
-    pub expires_at: Option<i64>,
-    pub stripe_promotion_code_id: Option<String>,
-    pub created_at: i64,
+    pub expires_at: Option<Timestamp>,
+    pub stripe_promotion_code_id: Option<StripePromotionCodeId>,
+    pub created_at: Timestamp,
 }
 
 impl PromotionCode {
     fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
         Ok(Self {
-            id: PromotionCodeId::from_db(row.try_get("id")?),
-            tenant_id: TenantId::from_db(row.try_get("tenant_id")?),
-            coupon_id: CouponId::from_db(row.try_get("coupon_id")?),
+            id: id_col(row, "id", PromotionCodeId::from_db)?,
+            tenant_id: id_col(row, "tenant_id", TenantId::from_db)?,
+            coupon_id: id_col(row, "coupon_id", CouponId::from_db)?,
             code: row.try_get("code")?,
-            active: row.try_get::<i64, _>("active")? != 0,
+            active: flag_col(row, "active")?,
             max_redemptions: row.try_get("max_redemptions")?,
-            expires_at: row.try_get("expires_at")?,
-            stripe_promotion_code_id: row.try_get("stripe_promotion_code_id")?,
-            created_at: row.try_get("created_at")?,
+            expires_at: opt_ts_col(row, "expires_at")?,
+            stripe_promotion_code_id: opt_id_col(
+                row,
+                "stripe_promotion_code_id",
+                StripePromotionCodeId::from_db,
+            )?,
+            created_at: ts_col(row, "created_at")?,
         })
     }
 }
@@ -98,39 +122,37 @@ pub struct NewPromotionCode {
     pub coupon_id: CouponId,
     pub code: String,
     pub max_redemptions: Option<i64>,
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PriceMigration {
     pub id: PriceMigrationId,
-    #[serde(skip)]
     pub tenant_id: TenantId,
     pub from_price_id: PriceId,
     pub to_price_id: PriceId,
-    /// When existing subscriptions move (Unix milliseconds); `None`: they keep their price.
-    pub move_existing_at: Option<i64>,
-    /// `new_signups_only`, `scheduled` or `done`.
-    pub status: String,
+    /// When existing subscriptions move; `None`: they keep their price.
+    pub move_existing_at: Option<Timestamp>,
+    pub status: MigrationStatus,
     pub moved: i64,
     pub failed: i64,
-    pub created_at: i64,
-    pub completed_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
 }
 
 impl PriceMigration {
     fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
         Ok(Self {
-            id: PriceMigrationId::from_db(row.try_get("id")?),
-            tenant_id: TenantId::from_db(row.try_get("tenant_id")?),
-            from_price_id: PriceId::from_db(row.try_get("from_price_id")?),
-            to_price_id: PriceId::from_db(row.try_get("to_price_id")?),
-            move_existing_at: row.try_get("move_existing_at")?,
-            status: row.try_get("status")?,
+            id: id_col(row, "id", PriceMigrationId::from_db)?,
+            tenant_id: id_col(row, "tenant_id", TenantId::from_db)?,
+            from_price_id: id_col(row, "from_price_id", PriceId::from_db)?,
+            to_price_id: id_col(row, "to_price_id", PriceId::from_db)?,
+            move_existing_at: opt_ts_col(row, "move_existing_at")?,
+            status: enum_col(row, "status", MigrationStatus::parse)?,
             moved: row.try_get("moved")?,
             failed: row.try_get("failed")?,
-            created_at: row.try_get("created_at")?,
-            completed_at: row.try_get("completed_at")?,
+            created_at: ts_col(row, "created_at")?,
+            completed_at: opt_ts_col(row, "completed_at")?,
         })
     }
 }
@@ -155,14 +177,23 @@ impl Store {
         .bind(id.as_str())
         .bind(tenant.as_str())
         .bind(&c.name)
-        .bind(c.percent_off_bps)
-        .bind(c.amount_off)
-        .bind(&c.currency)
-        .bind(&c.duration)
+        .bind(match &c.discount {
+            Discount::PercentOffBps(bps) => Some(*bps),
+            Discount::AmountOff(..) => None,
+        })
+        .bind(match &c.discount {
+            Discount::AmountOff(a, _) => Some(a.get()),
+            Discount::PercentOffBps(_) => None,
+        })
+        .bind(match &c.discount {
+            Discount::AmountOff(_, currency) => Some(currency.as_str()),
+            Discount::PercentOffBps(_) => None,
+        })
+        .bind(c.duration.as_str())
         .bind(c.duration_in_months)
         .bind(c.max_redemptions)
-        .bind(c.redeem_by)
-        .bind(now_ms())
+        .bind(c.redeem_by.map(Timestamp::secs))
+        .bind(Timestamp::now().secs())
         .execute(&self.pool)
         .await)?;
         self.coupon(tenant, id).await
@@ -188,7 +219,7 @@ impl Store {
         let (after_created, after_id) = match starting_after {
             Some(id) => {
                 let c = self.coupon(tenant, id).await?;
-                (c.created_at, c.id.to_string())
+                (c.created_at.secs(), c.id.to_string())
             }
             None => (i64::MAX, String::new()),
         };
@@ -209,14 +240,14 @@ impl Store {
         &self,
         tenant: &TenantId,
         id: &CouponId,
-        stripe_id: &str,
+        stripe_id: &StripeCouponId,
     ) -> Result<()> {
         self.set_stripe_id(
             "coupons",
             "stripe_coupon_id",
             tenant,
             id.as_str(),
-            stripe_id,
+            stripe_id.as_str(),
         )
         .await
     }
@@ -229,7 +260,7 @@ impl Store {
         )
         .bind(tenant.as_str())
         .bind(id.as_str())
-        .bind(now_ms())
+        .bind(Timestamp::now().secs())
         .execute(&mut *tx)
         .await)?;
         if done.rows_affected() == 0 {
@@ -262,8 +293,8 @@ impl Store {
         .bind(p.coupon_id.as_str())
         .bind(&p.code)
         .bind(p.max_redemptions)
-        .bind(p.expires_at)
-        .bind(now_ms())
+        .bind(p.expires_at.map(Timestamp::secs))
+        .bind(Timestamp::now().secs())
         .execute(&self.pool)
         .await)?;
         self.promotion_code(tenant, &id).await
@@ -320,14 +351,14 @@ impl Store {
         &self,
         tenant: &TenantId,
         id: &PromotionCodeId,
-        stripe_id: &str,
+        stripe_id: &StripePromotionCodeId,
     ) -> Result<()> {
         self.set_stripe_id(
             "promotion_codes",
             "stripe_promotion_code_id",
             tenant,
             id.as_str(),
-            stripe_id,
+            stripe_id.as_str(),
         )
         .await
     }
@@ -358,13 +389,13 @@ impl Store {
         tenant: &TenantId,
         from: &PriceId,
         to: &PriceId,
-        move_existing_at: Option<i64>,
+        move_existing_at: Option<Timestamp>,
     ) -> Result<PriceMigration> {
         let id = PriceMigrationId::generate();
         let status = if move_existing_at.is_some() {
-            "scheduled"
+            MigrationStatus::Scheduled
         } else {
-            "new_signups_only"
+            MigrationStatus::NewSignupsOnly
         };
         db(sqlx::query(
             "INSERT INTO price_migrations (id, tenant_id, from_price_id, to_price_id, move_existing_at, status, created_at) \
@@ -374,9 +405,9 @@ impl Store {
         .bind(tenant.as_str())
         .bind(from.as_str())
         .bind(to.as_str())
-        .bind(move_existing_at)
-        .bind(status)
-        .bind(now_ms())
+        .bind(move_existing_at.map(Timestamp::secs))
+        .bind(status.as_str())
+        .bind(Timestamp::now().secs())
         .execute(&self.pool)
         .await)?;
         self.price_migration(tenant, &id).await
@@ -399,12 +430,16 @@ impl Store {
     }
 
     /// Scheduled migrations whose time has come, oldest first.
-    pub async fn due_price_migrations(&self, now: i64, limit: i64) -> Result<Vec<PriceMigration>> {
+    pub async fn due_price_migrations(
+        &self,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<PriceMigration>> {
         let rows = db(sqlx::query(&format!(
             "SELECT {MIGRATION_COLUMNS} FROM price_migrations WHERE status = 'scheduled' AND move_existing_at <= $1 \
              ORDER BY move_existing_at, id LIMIT $2"
         ))
-        .bind(now)
+        .bind(now.secs())
         .bind(limit)
         .fetch_all(&self.pool)
         .await)?;
@@ -413,23 +448,23 @@ impl Store {
             .collect()
     }
 
-    /// Takes a scheduled migration for `lease_ms` to move its subscriptions; `false` when
+    /// Takes a scheduled migration for `lease` to move its subscriptions; `false` when
     /// another instance holds it or it is not due.
     pub async fn claim_price_migration(
         &self,
         tenant: &TenantId,
         id: &PriceMigrationId,
-        lease_ms: i64,
+        lease: Duration,
     ) -> Result<bool> {
-        let now = now_ms();
+        let now = Timestamp::now();
         Ok(db(sqlx::query(
             "UPDATE price_migrations SET lease_until = $3 WHERE tenant_id = $1 AND id = $2 AND status = 'scheduled' \
              AND move_existing_at <= $4 AND (lease_until IS NULL OR lease_until < $4)",
         )
         .bind(tenant.as_str())
         .bind(id.as_str())
-        .bind(now + lease_ms)
-        .bind(now)
+        .bind(now.plus(lease).secs())
+        .bind(now.secs())
         .execute(&self.pool)
         .await)?
         .rows_affected()
@@ -455,7 +490,7 @@ impl Store {
         .bind(moved)
         .bind(failed)
         .bind(i64::from(done))
-        .bind(now_ms())
+        .bind(Timestamp::now().secs())
         .execute(&self.pool)
         .await)?;
         self.price_migration(tenant, id).await

@@ -1,60 +1,68 @@
 //! The catalogue: products (soft-deleted, never removed) and their prices.
 
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use tollgate_domain::{PriceId, ProductId, TenantId};
+use tollgate_domain::status::{ProductKind, ProductStatus, RecurringInterval, UsageType};
+use tollgate_domain::{
+    Amount, Currency, PriceId, ProductId, StripePriceId, StripeProductId, TenantId, Timestamp,
+};
 
-use crate::{Result, Store, StoreError, db, now_ms};
+use crate::{
+    Result, Store, StoreError, db, enum_col, id_col, opt_enum_col, opt_id_col, opt_ts_col, ts_col,
+};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Product {
     pub id: ProductId,
-    #[serde(skip)]
     pub tenant_id: TenantId,
-    pub kind: String,
+    pub kind: ProductKind,
     pub title: String,
     pub description: Option<String>,
-    pub status: String,
+    pub status: ProductStatus,
     pub creator_id: Option<String>,
     pub capacity: Option<i64>,
-    pub metadata: serde_json::Value,
-    pub stripe_product_id: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub deleted_at: Option<i64>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub stripe_product_id: Option<StripeProductId>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
 }
 
 impl Product {
     fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
         let metadata: String = row.try_get("metadata")?;
         Ok(Self {
-            id: ProductId::from_db(row.try_get("id")?),
-            tenant_id: TenantId::from_db(row.try_get("tenant_id")?),
-            kind: row.try_get("kind")?,
+            id: id_col(row, "id", ProductId::from_db)?,
+            tenant_id: id_col(row, "tenant_id", TenantId::from_db)?,
+            kind: enum_col(row, "kind", ProductKind::parse)?,
             title: row.try_get("title")?,
             description: row.try_get("description")?,
-            status: row.try_get("status")?,
+            status: enum_col(row, "status", ProductStatus::parse)?,
             creator_id: row.try_get("creator_id")?,
             capacity: row.try_get("capacity")?,
-            metadata: serde_json::from_str(&metadata).unwrap_or_else(|_| serde_json::json!({})),
-            stripe_product_id: row.try_get("stripe_product_id")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            deleted_at: row.try_get("deleted_at")?,
+            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+            stripe_product_id: opt_id_col(row, "stripe_product_id", StripeProductId::from_db)?,
+            created_at: ts_col(row, "created_at")?,
+            updated_at: ts_col(row, "updated_at")?,
+            deleted_at: opt_ts_col(row, "deleted_at")?,
         })
+    }
+
+    /// For sale: published and not deleted.
+    pub fn is_sellable(&self) -> bool {
+        self.status == ProductStatus::Published && self.deleted_at.is_none()
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct NewProduct {
-    pub kind: String,
+    pub kind: ProductKind,
     pub title: String,
     pub description: Option<String>,
-    pub status: String,
+    pub status: ProductStatus,
     pub creator_id: Option<String>,
     pub capacity: Option<i64>,
-    pub metadata: serde_json::Value,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Fields to change; `None` leaves a field as it is.
@@ -62,72 +70,90 @@ pub struct NewProduct {
 pub struct ProductUpdate {
     pub title: Option<String>,
     pub description: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<ProductStatus>,
     pub capacity: Option<i64>,
-    pub metadata: Option<serde_json::Value>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// How a recurring price bills: every `count` `interval`s, with trial days for new
+/// subscriptions, a quantity bought or usage reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recurring {
+    pub interval: RecurringInterval,
+    pub interval_count: i64,
+    pub trial_days: Option<i64>,
+    pub usage_type: UsageType,
+    /// For a metered price: the usage events it bills.
+    pub meter_event_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
 pub struct Price {
     pub id: PriceId,
-    #[serde(skip)]
     pub tenant_id: TenantId,
     pub product_id: ProductId,
-    pub currency: String,
-    pub unit_amount: i64,
-    pub recurring_interval: Option<String>,
-    pub recurring_interval_count: Option<i64>,
-    pub trial_days: Option<i64>,
+    pub currency: Currency,
+    pub unit_amount: Amount,
+    pub recurring: Option<Recurring>,
     pub lookup_key: Option<String>,
     pub active: bool,
-    pub stripe_price_id: Option<String>,
-    /// `licensed` (a quantity is bought) or `metered` (reported usage is billed).
-    pub usage_type: String,
-    /// For metered prices: the usage events that are billed.
-    pub meter_event_name: Option<String>,
-    pub created_at: i64,
+    pub stripe_price_id: Option<StripePriceId>,
+    pub created_at: Timestamp,
 }
 
 impl Price {
     fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        let interval = opt_enum_col(row, "recurring_interval", RecurringInterval::parse)?;
+        let recurring = match interval {
+            None => None,
+            Some(interval) => Some(Recurring {
+                interval,
+                interval_count: row
+                    .try_get::<Option<i64>, _>("recurring_interval_count")?
+                    .unwrap_or(1),
+                trial_days: row.try_get("trial_days")?,
+                usage_type: enum_col(row, "usage_type", UsageType::parse)?,
+                meter_event_name: row.try_get("meter_event_name")?,
+            }),
+        };
         Ok(Self {
-            id: PriceId::from_db(row.try_get("id")?),
-            tenant_id: TenantId::from_db(row.try_get("tenant_id")?),
-            product_id: ProductId::from_db(row.try_get("product_id")?),
-            currency: row.try_get("currency")?,
-            unit_amount: row.try_get("unit_amount")?,
-            recurring_interval: row.try_get("recurring_interval")?,
-            recurring_interval_count: row.try_get("recurring_interval_count")?,
-            trial_days: row.try_get("trial_days")?,
+            id: id_col(row, "id", PriceId::from_db)?,
+            tenant_id: id_col(row, "tenant_id", TenantId::from_db)?,
+            product_id: id_col(row, "product_id", ProductId::from_db)?,
+            currency: Currency::from_db(row.try_get("currency")?),
+            unit_amount: Amount::from_db(row.try_get("unit_amount")?),
+            recurring,
             lookup_key: row.try_get("lookup_key")?,
-            active: row.try_get::<i64, _>("active")? != 0,
-            stripe_price_id: row.try_get("stripe_price_id")?,
-            usage_type: row.try_get("usage_type")?,
-            meter_event_name: row.try_get("meter_event_name")?,
-            created_at: row.try_get("created_at")?,
+            active: crate::flag_col(row, "active")?,
+            stripe_price_id: opt_id_col(row, "stripe_price_id", StripePriceId::from_db)?,
+            created_at: ts_col(row, "created_at")?,
         })
     }
 
     pub fn is_recurring(&self) -> bool {
-        self.recurring_interval.is_some()
+        self.recurring.is_some()
     }
 
     pub fn is_metered(&self) -> bool {
-        self.usage_type == "metered"
+        self.recurring
+            .as_ref()
+            .is_some_and(|r| r.usage_type == UsageType::Metered)
+    }
+
+    /// The usage event name a metered price bills.
+    pub fn meter_event_name(&self) -> Option<&str> {
+        self.recurring
+            .as_ref()
+            .and_then(|r| r.meter_event_name.as_deref())
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct NewPrice {
-    pub currency: String,
-    pub unit_amount: i64,
-    pub recurring_interval: Option<String>,
-    pub recurring_interval_count: Option<i64>,
-    pub trial_days: Option<i64>,
+    pub currency: Currency,
+    pub unit_amount: Amount,
+    pub recurring: Option<Recurring>,
     pub lookup_key: Option<String>,
-    /// `licensed` or `metered`.
-    pub usage_type: String,
-    pub meter_event_name: Option<String>,
 }
 
 const PRODUCT_COLUMNS: &str = "id, tenant_id, kind, title, description, status, creator_id, capacity, metadata, \
@@ -138,20 +164,20 @@ const PRICE_COLUMNS: &str = "id, tenant_id, product_id, currency, unit_amount, r
 impl Store {
     pub async fn create_product(&self, tenant: &TenantId, p: &NewProduct) -> Result<Product> {
         let id = ProductId::generate();
-        let now = now_ms();
+        let now = Timestamp::now().secs();
         db(sqlx::query(
             "INSERT INTO products (id, tenant_id, kind, title, description, status, creator_id, capacity, metadata, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
         )
         .bind(id.as_str())
         .bind(tenant.as_str())
-        .bind(&p.kind)
+        .bind(p.kind.as_str())
         .bind(&p.title)
         .bind(&p.description)
-        .bind(&p.status)
+        .bind(p.status.as_str())
         .bind(&p.creator_id)
         .bind(p.capacity)
-        .bind(p.metadata.to_string())
+        .bind(serde_json::Value::Object(p.metadata.clone()).to_string())
         .bind(now)
         .execute(&self.pool)
         .await)?;
@@ -184,10 +210,14 @@ impl Store {
         .bind(id.as_str())
         .bind(&u.title)
         .bind(&u.description)
-        .bind(&u.status)
+        .bind(u.status.map(|s| s.as_str()))
         .bind(u.capacity)
-        .bind(u.metadata.as_ref().map(|m| m.to_string()))
-        .bind(now_ms())
+        .bind(
+            u.metadata
+                .as_ref()
+                .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+        )
+        .bind(Timestamp::now().secs())
         .execute(&self.pool)
         .await)?;
         if done.rows_affected() == 0 {
@@ -201,7 +231,7 @@ impl Store {
         let done = db(sqlx::query("UPDATE products SET deleted_at = $3, updated_at = $3 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL")
             .bind(tenant.as_str())
             .bind(id.as_str())
-            .bind(now_ms())
+            .bind(Timestamp::now().secs())
             .execute(&self.pool)
             .await)?;
         if done.rows_affected() == 0 {
@@ -214,14 +244,14 @@ impl Store {
         &self,
         tenant: &TenantId,
         id: &ProductId,
-        stripe_id: &str,
+        stripe_id: &StripeProductId,
     ) -> Result<()> {
         self.set_stripe_id(
             "products",
             "stripe_product_id",
             tenant,
             id.as_str(),
-            stripe_id,
+            stripe_id.as_str(),
         )
         .await
     }
@@ -230,14 +260,14 @@ impl Store {
     pub async fn list_products(
         &self,
         tenant: &TenantId,
-        status: Option<&str>,
+        status: Option<ProductStatus>,
         limit: i64,
         starting_after: Option<&ProductId>,
     ) -> Result<Vec<Product>> {
         let (after_created, after_id) = match starting_after {
             Some(id) => {
                 let p = self.product(tenant, id).await?;
-                (p.created_at, p.id.to_string())
+                (p.created_at.secs(), p.id.to_string())
             }
             None => (i64::MAX, String::new()),
         };
@@ -247,7 +277,7 @@ impl Store {
              ORDER BY created_at DESC, id DESC LIMIT $5"
         ))
         .bind(tenant.as_str())
-        .bind(status.unwrap_or(""))
+        .bind(status.map(|s| s.as_str()).unwrap_or(""))
         .bind(after_created)
         .bind(&after_id)
         .bind(limit)
@@ -263,6 +293,7 @@ impl Store {
         p: &NewPrice,
     ) -> Result<Price> {
         let id = PriceId::generate();
+        let r = p.recurring.as_ref();
         db(sqlx::query(
             "INSERT INTO prices (id, tenant_id, product_id, currency, unit_amount, recurring_interval, recurring_interval_count, \
              trial_days, lookup_key, usage_type, meter_event_name, active, created_at) \
@@ -271,15 +302,15 @@ impl Store {
         .bind(id.as_str())
         .bind(tenant.as_str())
         .bind(product.as_str())
-        .bind(&p.currency)
-        .bind(p.unit_amount)
-        .bind(&p.recurring_interval)
-        .bind(p.recurring_interval_count)
-        .bind(p.trial_days)
+        .bind(p.currency.as_str())
+        .bind(p.unit_amount.get())
+        .bind(r.map(|r| r.interval.as_str()))
+        .bind(r.map(|r| r.interval_count))
+        .bind(r.and_then(|r| r.trial_days))
         .bind(&p.lookup_key)
-        .bind(&p.usage_type)
-        .bind(&p.meter_event_name)
-        .bind(now_ms())
+        .bind(r.map_or(UsageType::Licensed, |r| r.usage_type).as_str())
+        .bind(r.and_then(|r| r.meter_event_name.as_deref()))
+        .bind(Timestamp::now().secs())
         .execute(&self.pool)
         .await)?;
         self.price(tenant, &id).await
@@ -315,38 +346,33 @@ impl Store {
         &self,
         tenant: &TenantId,
         id: &PriceId,
-        stripe_id: &str,
+        stripe_id: &StripePriceId,
     ) -> Result<()> {
-        db(
-            sqlx::query("UPDATE prices SET stripe_price_id = $3 WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant.as_str())
-                .bind(id.as_str())
-                .bind(stripe_id)
-                .execute(&self.pool)
-                .await,
-        )?;
-        Ok(())
+        self.set_stripe_id(
+            "prices",
+            "stripe_price_id",
+            tenant,
+            id.as_str(),
+            stripe_id.as_str(),
+        )
+        .await
     }
 
     /// The tenant's price Stripe knows by this id.
-    pub async fn price_by_stripe_id(&self, tenant: &TenantId, stripe_id: &str) -> Result<Price> {
+    pub async fn price_by_stripe_id(
+        &self,
+        tenant: &TenantId,
+        stripe_id: &StripePriceId,
+    ) -> Result<Price> {
         self.one(
             &format!(
                 "SELECT {PRICE_COLUMNS} FROM prices WHERE tenant_id = $1 AND stripe_price_id = $2"
             ),
             tenant,
-            stripe_id,
+            stripe_id.as_str(),
             Price::from_row,
         )
         .await
-    }
-
-    /// A price by its id, or else by one of the tenant's lookup keys.
-    pub async fn price_by_ref(&self, tenant: &TenantId, reference: &str) -> Result<Price> {
-        match PriceId::parse(reference) {
-            Some(id) => self.price(tenant, &id).await,
-            None => self.price_by_lookup_key(tenant, reference).await,
-        }
     }
 
     /// The tenant's price with this lookup key (active or not: the key follows the price a

@@ -3,12 +3,15 @@
 //! body, or while the first is still running, is a conflict. A request that died holding a
 //! key (a crash, a dropped connection) gives it up when its lock runs out.
 
-use sqlx::Row;
+use std::time::Duration;
 
-use crate::{Result, Store, db, now_ms};
+use sqlx::Row;
+use tollgate_domain::Timestamp;
+
+use crate::{Result, Store, db};
 
 /// How long answers are kept, as Stripe keeps its own.
-pub const IDEMPOTENCY_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyOutcome {
@@ -24,15 +27,16 @@ pub enum IdempotencyOutcome {
 
 impl Store {
     /// Claims `key` in `scope` (a tenant id, or `operator`) for a request with
-    /// `request_hash`, holding it for `lock_ms` while the request runs.
+    /// `request_hash`, holding it for `lock` while the request runs.
     pub async fn idempotency_begin(
         &self,
         scope: &str,
         key: &str,
         request_hash: &str,
-        lock_ms: i64,
+        lock: Duration,
     ) -> Result<IdempotencyOutcome> {
-        let now = now_ms();
+        let now = Timestamp::now();
+        let until = now.plus(lock).secs();
         let inserted = db(sqlx::query(
             "INSERT INTO idempotency_keys (scope, idempotency_key, request_hash, locked_until, created_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (scope, idempotency_key) DO NOTHING",
@@ -40,8 +44,8 @@ impl Store {
         .bind(scope)
         .bind(key)
         .bind(request_hash)
-        .bind(now + lock_ms)
-        .bind(now)
+        .bind(until)
+        .bind(now.secs())
         .execute(&self.pool)
         .await)?
         .rows_affected()
@@ -58,7 +62,7 @@ impl Store {
         .await)?
         else {
             // Released between our insert and this read: the key is free again.
-            return Box::pin(self.idempotency_begin(scope, key, request_hash, lock_ms)).await;
+            return Box::pin(self.idempotency_begin(scope, key, request_hash, lock)).await;
         };
         let hash: String = db(row.try_get("request_hash"))?;
         if hash != request_hash {
@@ -79,8 +83,8 @@ impl Store {
         )
         .bind(scope)
         .bind(key)
-        .bind(now + lock_ms)
-        .bind(now)
+        .bind(until)
+        .bind(now.secs())
         .execute(&self.pool)
         .await)?
         .rows_affected()
@@ -128,7 +132,7 @@ impl Store {
         Ok(db(sqlx::query(
             "DELETE FROM idempotency_keys WHERE created_at < $1 AND status_code IS NOT NULL",
         )
-        .bind(now_ms() - IDEMPOTENCY_RETENTION_MS)
+        .bind(Timestamp::now().minus(IDEMPOTENCY_RETENTION).secs())
         .execute(&self.pool)
         .await)?
         .rows_affected())

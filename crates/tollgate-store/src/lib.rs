@@ -23,23 +23,27 @@ mod usage;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, ConnectOptions, Row};
 
-pub use billing::{Coupon, NewCoupon, NewPromotionCode, PriceMigration, PromotionCode};
-pub use catalog::{NewPrice, NewProduct, Price, Product, ProductUpdate};
-pub use customers::Customer;
-pub use idempotency::{IDEMPOTENCY_RETENTION_MS, IdempotencyOutcome};
+pub use billing::{Coupon, Discount, NewCoupon, NewPromotionCode, PriceMigration, PromotionCode};
+pub use catalog::{NewPrice, NewProduct, Price, Product, ProductUpdate, Recurring};
+pub use customers::{Customer, CustomerFilter};
+pub use idempotency::{IDEMPOTENCY_RETENTION, IdempotencyOutcome};
 pub use inbox::{InboxEvent, InboxFilter, NewInboxEvent};
 pub use orders::{Booking, NewOrder, NewOrderItem, Order, OrderItem, StaleOrder};
 pub use plans::{Entitlement, Meter};
 pub use purchases::{
-    DUPLICATE_PURCHASE, Grant, GrantSource, GrantTarget, NewPurchase, Purchase, PurchaseFilter,
-    RefundRecord,
+    Grant, GrantSource, GrantTarget, NewPurchase, Purchase, PurchaseFilter, RefundRecord,
+    StripeRefund,
 };
-pub use subscriptions::{Subscription, SubscriptionFilter, SubscriptionRecord};
-pub use tenants::{DEFAULT_GRACE_PERIOD_DAYS, IssuedKey, NewTenant, PortalSettings, Tenant};
+pub use subscriptions::{Subscription, SubscriptionFilter, SubscriptionItem, SubscriptionRecord};
+pub use tenants::{
+    ApiKey, DEFAULT_GRACE_PERIOD_DAYS, IssuedKey, NewTenant, PortalSettings, Tenant,
+};
 pub use usage::{NewUsage, UsageRecord, UsageToReport};
+
+use tollgate_domain::{CustomerId, ProductId, TenantId, Timestamp};
 
 /// The PostgreSQL channel on which a committed change of a customer's access is announced
 /// (`"<tenant> <customer>"`), so that every instance refreshes its index.
@@ -52,13 +56,95 @@ pub enum Engine {
     Postgres,
 }
 
-/// A storage failure. Constraint violations are named so that callers can answer 409.
+macro_rules! constraints {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal, sqlite: $sqlite:literal;)+) => {
+        /// The constraints a write can run into, named the same on both engines.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Constraint {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl Constraint {
+            /// The constraint's (or unique index's) name in the schema.
+            pub fn name(self) -> &'static str {
+                match self { $(Constraint::$variant => $name,)+ }
+            }
+
+            /// PostgreSQL names the constraint; SQLite names the columns of a unique
+            /// constraint (`UNIQUE constraint failed: t.a, t.b`), the index of a unique
+            /// index on an expression, or the constraint of a CHECK.
+            fn find(pg_name: Option<&str>, message: &str) -> Option<Constraint> {
+                let all = [$(Constraint::$variant),+];
+                if let Some(name) = pg_name {
+                    return all.into_iter().find(|c| c.name() == name);
+                }
+                let detail = message
+                    .split_once("constraint failed: ")
+                    .map(|(_, d)| d.trim())
+                    .unwrap_or(message);
+                all.into_iter().find(|c| {
+                    let sqlite = match *c { $(Constraint::$variant => $sqlite,)+ };
+                    detail == sqlite
+                        || detail == c.name()
+                        || detail == format!("index '{}'", c.name())
+                })
+            }
+        }
+    };
+}
+
+constraints! {
+    /// One customer per tenant and external user id.
+    CustomersTenantExternalUser = "customers_tenant_external_user", sqlite: "customers.tenant_id, customers.external_user_id";
+    /// A lookup key names one price of a tenant.
+    PricesTenantLookupKey = "prices_tenant_lookup_key", sqlite: "prices.tenant_id, prices.lookup_key";
+    /// One purchase per product per payment.
+    PurchasesPaymentIntentProduct = "purchases_payment_intent_product", sqlite: "purchases.stripe_payment_intent_id, purchases.product_id";
+    /// At most one owned purchase per customer and product.
+    PurchasesOneActivePerCustomerProduct = "purchases_one_active_per_customer_product", sqlite: "purchases.tenant_id, purchases.customer_id, purchases.product_id";
+    /// One purchase per order item.
+    PurchasesOrderItem = "purchases_order_item_id_key", sqlite: "purchases.order_item_id";
+    /// A plan grants a product once.
+    EntitlementsPlanProduct = "entitlements_plan_product", sqlite: "entitlements.plan_id, entitlements.product_id";
+    /// A plan grants a feature once.
+    EntitlementsPlanFeature = "entitlements_plan_feature", sqlite: "entitlements.plan_id, entitlements.feature";
+    /// A promotion code is unique per tenant, whatever its case.
+    PromotionCodesTenantCode = "promotion_codes_tenant_code", sqlite: "index 'promotion_codes_tenant_code'";
+    /// Usage is recorded once per idempotency key.
+    UsageRecordsTenantKey = "usage_records_tenant_key", sqlite: "usage_records.tenant_id, usage_records.idempotency_key";
+    /// One meter per tenant and event name.
+    MetersTenantEvent = "meters_tenant_event", sqlite: "meters.tenant_id, meters.event_name";
+    /// A Checkout Session belongs to one order.
+    OrdersCheckoutSession = "orders_stripe_checkout_session_id_key", sqlite: "orders.stripe_checkout_session_id";
+    /// A Stripe refund is recorded once.
+    RefundsStripeRefund = "refunds_stripe_refund_id_key", sqlite: "refunds.stripe_refund_id";
+    /// A Stripe subscription is mirrored once.
+    SubscriptionsStripeSubscription = "subscriptions_stripe_subscription_id_key", sqlite: "subscriptions.stripe_subscription_id";
+    /// A purchase's split adds up to its amount.
+    PurchasesSplitAddsUp = "purchases_split_adds_up", sqlite: "purchases_split_adds_up";
+    /// Refunds never exceed the amount.
+    PurchasesRefundWithinAmount = "purchases_refund_within_amount", sqlite: "purchases_refund_within_amount";
+    /// Fees add up to at most 100%.
+    TenantsFeesAtMost100Percent = "tenants_fees_at_most_100_percent", sqlite: "tenants_fees_at_most_100_percent";
+}
+
+/// A storage failure. Constraint violations are named so that callers can answer each as
+/// it deserves; nothing here carries an engine's own wording.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
-    #[error("conflict on {0}")]
-    Conflict(String),
+    /// A unique constraint: the row exists already.
+    #[error("conflict on {}", .0.name())]
+    Conflict(Constraint),
+    /// An event has no seats left for an order.
+    #[error("no seats left for {0}")]
+    SoldOut(ProductId),
+    /// The database refused a value (a CHECK constraint, an unstorable character): input
+    /// that should have been refused before it got here.
+    #[error("the database refused a value: {0}")]
+    Refused(String),
+    /// The database cannot be reached, or is overloaded.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
@@ -68,22 +154,55 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Maps sqlx's error, naming unique violations by the constraint or index.
+    /// Maps sqlx's error, naming constraint violations.
     pub(crate) fn from_sqlx(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                StoreError::Unavailable(e.to_string())
-            }
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                // Postgres names the constraint; SQLite names the columns in its message.
-                let name = db
-                    .constraint()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| db.message().to_owned());
-                StoreError::Conflict(name)
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                if db.is_unique_violation() {
+                    match Constraint::find(db.constraint(), db.message()) {
+                        Some(c) => StoreError::Conflict(c),
+                        None => StoreError::Refused(format!("unique: {}", db.message())),
+                    }
+                } else if db.is_check_violation() || db.is_foreign_key_violation() {
+                    let name = Constraint::find(db.constraint(), db.message())
+                        .map(|c| c.name().to_owned())
+                        .unwrap_or_else(|| db.message().to_owned());
+                    StoreError::Refused(name)
+                } else if matches!(code.as_ref(), "22021" | "22P02" | "22003" | "54000") {
+                    // Bad byte sequence (a NUL), invalid text for a type, a number out of
+                    // range, or a value too large to index.
+                    StoreError::Refused(db.message().to_owned())
+                } else if matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" | "08001"
+                ) || code.starts_with("08")
+                {
+                    StoreError::Unavailable(db.message().to_owned())
+                } else {
+                    StoreError::Database(e)
+                }
             }
             _ => StoreError::Database(e),
+        }
+    }
+
+    /// Worth trying again later: the database may answer then.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                // Serialization failures and deadlocks are lost races, not bad requests.
+                matches!(db.code().as_deref(), Some("40001" | "40P01"))
+                    || db.message().contains("database is locked")
+            }
+            _ => false,
         }
     }
 }
@@ -94,12 +213,110 @@ pub(crate) fn db<T>(r: std::result::Result<T, sqlx::Error>) -> Result<T> {
     r.map_err(StoreError::from_sqlx)
 }
 
-/// Unix milliseconds, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// The customers whose access a committed write changed. The caller refreshes them in
+/// the access index (other instances hear of them through the database).
+#[must_use = "refresh these customers' access"]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessChanges(Vec<(TenantId, CustomerId)>);
+
+impl AccessChanges {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn one(tenant: &TenantId, customer: &CustomerId) -> Self {
+        Self(vec![(tenant.clone(), customer.clone())])
+    }
+
+    pub(crate) fn add(&mut self, tenant: &TenantId, customer: &CustomerId) {
+        let key = (tenant.clone(), customer.clone());
+        if !self.0.contains(&key) {
+            self.0.push(key);
+        }
+    }
+
+    /// Adds another write's changes.
+    pub fn merge(&mut self, other: AccessChanges) {
+        for (t, c) in other.0 {
+            self.add(&t, &c);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_inner(self) -> Vec<(TenantId, CustomerId)> {
+        self.0
+    }
+}
+
+/// Reads a column holding one of a string enum's values.
+pub(crate) fn enum_col<T>(
+    row: &AnyRow,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+) -> std::result::Result<T, sqlx::Error> {
+    let s: String = row.try_get(column)?;
+    parse(&s).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: format!("unknown value '{s}'").into(),
+    })
+}
+
+/// Reads a nullable column holding one of a string enum's values.
+pub(crate) fn opt_enum_col<T>(
+    row: &AnyRow,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+) -> std::result::Result<Option<T>, sqlx::Error> {
+    match row.try_get::<Option<String>, _>(column)? {
+        None => Ok(None),
+        Some(s) => parse(&s)
+            .map(Some)
+            .ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: column.to_owned(),
+                source: format!("unknown value '{s}'").into(),
+            }),
+    }
+}
+
+/// Reads a time column.
+pub(crate) fn ts_col(row: &AnyRow, column: &str) -> std::result::Result<Timestamp, sqlx::Error> {
+    row.try_get::<i64, _>(column).map(Timestamp::from_secs)
+}
+
+/// Reads a nullable time column.
+pub(crate) fn opt_ts_col(
+    row: &AnyRow,
+    column: &str,
+) -> std::result::Result<Option<Timestamp>, sqlx::Error> {
+    Ok(row
+        .try_get::<Option<i64>, _>(column)?
+        .map(Timestamp::from_secs))
+}
+
+/// Reads a flag stored as 0/1.
+pub(crate) fn flag_col(row: &AnyRow, column: &str) -> std::result::Result<bool, sqlx::Error> {
+    Ok(row.try_get::<i64, _>(column)? != 0)
+}
+
+/// Reads a nullable text column into an id-like type.
+pub(crate) fn opt_id_col<T>(
+    row: &AnyRow,
+    column: &str,
+    wrap: fn(String) -> T,
+) -> std::result::Result<Option<T>, sqlx::Error> {
+    Ok(row.try_get::<Option<String>, _>(column)?.map(wrap))
+}
+
+/// Reads a text column into an id-like type.
+pub(crate) fn id_col<T>(
+    row: &AnyRow,
+    column: &str,
+    wrap: fn(String) -> T,
+) -> std::result::Result<T, sqlx::Error> {
+    Ok(wrap(row.try_get::<String, _>(column)?))
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -189,7 +406,7 @@ impl Store {
     pub(crate) async fn one<T>(
         &self,
         sql: &str,
-        tenant: &tollgate_domain::TenantId,
+        tenant: &TenantId,
         id: &str,
         from_row: fn(&sqlx::any::AnyRow) -> std::result::Result<T, sqlx::Error>,
     ) -> Result<T> {
@@ -207,7 +424,7 @@ impl Store {
         &self,
         table: &'static str,
         column: &'static str,
-        tenant: &tollgate_domain::TenantId,
+        tenant: &TenantId,
         id: &str,
         stripe_id: &str,
     ) -> Result<()> {
@@ -251,6 +468,43 @@ pub fn hash_secret(secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A landed migration is never edited: a database that ran it would refuse to start
+    /// (sqlx keeps each migration's checksum). `migrations.lock` lists every landed
+    /// migration with its SHA-256; a new migration adds its line there.
+    #[test]
+    fn migrations_that_landed_are_never_edited() {
+        use sha2::Digest;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let lock = std::fs::read_to_string(dir.join("migrations.lock")).unwrap();
+        let landed: std::collections::BTreeMap<&str, &str> = lock
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| l.split_once(' '))
+            .collect();
+        let mut present = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(dir.join("migrations")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let sha = hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()));
+            present.insert(name, sha);
+        }
+        for (name, sha) in &landed {
+            match present.get(*name) {
+                Some(now) => assert_eq!(
+                    now, sha,
+                    "{name} landed and was edited since: add a new migration instead"
+                ),
+                None => panic!("{name} landed and is gone: migrations are never removed"),
+            }
+        }
+        for name in present.keys() {
+            assert!(
+                landed.contains_key(name.as_str()),
+                "{name} is new: add its line to migrations.lock (name and SHA-256)"
+            );
+        }
+    }
 
     #[test]
     fn passwords_are_redacted_from_database_urls() {

@@ -1,47 +1,43 @@
 //! What plans grant (entitlements: other products, or named features), and the billing
 //! meters that metered prices bill from.
 
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use tollgate_domain::{CustomerId, EntitlementId, MeterId, ProductId, TenantId};
+use tollgate_domain::{EntitlementId, MeterId, ProductId, StripeMeterId, TenantId, Timestamp};
 
-use crate::{Result, Store, StoreError, db, now_ms};
+use crate::{AccessChanges, Result, Store, StoreError, db, id_col, opt_id_col, ts_col};
 
 /// Something a plan grants besides itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Entitlement {
     pub id: EntitlementId,
     pub plan_id: ProductId,
     pub product_id: Option<ProductId>,
     pub feature: Option<String>,
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 impl Entitlement {
     fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
         Ok(Self {
-            id: EntitlementId::from_db(row.try_get("id")?),
-            plan_id: ProductId::from_db(row.try_get("plan_id")?),
-            product_id: row
-                .try_get::<Option<String>, _>("product_id")?
-                .map(ProductId::from_db),
+            id: id_col(row, "id", EntitlementId::from_db)?,
+            plan_id: id_col(row, "plan_id", ProductId::from_db)?,
+            product_id: opt_id_col(row, "product_id", ProductId::from_db)?,
             feature: row.try_get("feature")?,
-            created_at: row.try_get("created_at")?,
+            created_at: ts_col(row, "created_at")?,
         })
     }
 }
 
 /// A tenant's billing meter for one event name.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Meter {
     pub id: MeterId,
-    #[serde(skip)]
     pub tenant_id: TenantId,
     pub event_name: String,
     /// The name Stripe knows the events by (carries the tenant: one namespace per account).
     pub stripe_event_name: String,
-    pub stripe_meter_id: Option<String>,
+    pub stripe_meter_id: Option<StripeMeterId>,
 }
 
 impl Store {
@@ -54,7 +50,7 @@ impl Store {
         plan: &ProductId,
         product: Option<&ProductId>,
         feature: Option<&str>,
-    ) -> Result<(Entitlement, Vec<CustomerId>)> {
+    ) -> Result<(Entitlement, AccessChanges)> {
         let id = EntitlementId::generate();
         let mut tx = self.begin().await?;
         db(sqlx::query(
@@ -65,7 +61,7 @@ impl Store {
         .bind(plan.as_str())
         .bind(product.map(|p| p.as_str()))
         .bind(feature)
-        .bind(now_ms())
+        .bind(Timestamp::now().secs())
         .execute(&mut *tx)
         .await)?;
         let customers = self
@@ -101,7 +97,7 @@ impl Store {
         tenant: &TenantId,
         plan: &ProductId,
         id: &EntitlementId,
-    ) -> Result<Vec<CustomerId>> {
+    ) -> Result<AccessChanges> {
         let mut tx = self.begin().await?;
         let done = db(sqlx::query(
             "DELETE FROM entitlements WHERE tenant_id = $1 AND plan_id = $2 AND id = $3",
@@ -131,7 +127,7 @@ impl Store {
         .bind(tenant.as_str())
         .bind(event_name)
         .bind(format!("{tenant}.{event_name}"))
-        .bind(now_ms())
+        .bind(Timestamp::now().secs())
         .execute(&self.pool)
         .await)?;
         self.meter_by_event(tenant, event_name).await
@@ -156,11 +152,11 @@ impl Store {
         .ok_or(StoreError::NotFound)?;
         db((|| {
             Ok(Meter {
-                id: MeterId::from_db(row.try_get("id")?),
-                tenant_id: TenantId::from_db(row.try_get("tenant_id")?),
+                id: id_col(&row, "id", MeterId::from_db)?,
+                tenant_id: id_col(&row, "tenant_id", TenantId::from_db)?,
                 event_name: row.try_get("event_name")?,
                 stripe_event_name: row.try_get("stripe_event_name")?,
-                stripe_meter_id: row.try_get("stripe_meter_id")?,
+                stripe_meter_id: opt_id_col(&row, "stripe_meter_id", StripeMeterId::from_db)?,
             })
         })())
     }
@@ -169,9 +165,15 @@ impl Store {
         &self,
         tenant: &TenantId,
         id: &MeterId,
-        stripe_id: &str,
+        stripe_id: &StripeMeterId,
     ) -> Result<()> {
-        self.set_stripe_id("meters", "stripe_meter_id", tenant, id.as_str(), stripe_id)
-            .await
+        self.set_stripe_id(
+            "meters",
+            "stripe_meter_id",
+            tenant,
+            id.as_str(),
+            stripe_id.as_str(),
+        )
+        .await
     }
 }

@@ -1,121 +1,146 @@
 //! The ledger: purchases with their revenue split, refunds, disputes, and the grants that
 //! access checks are answered from.
 
-use serde::Serialize;
+use std::time::Duration;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use tollgate_domain::status::{InboxStatus, OrderStatus, PurchaseStatus, RefundReason};
 use tollgate_domain::{
-    CustomerId, FeeSchedule, OrderId, ProductId, PurchaseId, RefundId, Split, TenantId,
+    Amount, Currency, CustomerId, Email, FeeSchedule, OrderId, OrderItemId, ProductId, PurchaseId,
+    RefundId, Split, StripeCheckoutSessionId, StripePaymentIntentId, StripeRefundId,
+    SubscriptionId, TenantId, Timestamp,
 };
 
 use crate::inbox::{InboxEvent, inbox_mark_in};
-use crate::{Engine, Result, Store, StoreError, db, now_ms};
+use crate::orders::NO_PAYMENT;
+use crate::{
+    AccessChanges, Engine, Result, Store, StoreError, db, enum_col, flag_col, id_col, opt_enum_col,
+    opt_id_col, opt_ts_col, ts_col,
+};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Purchase {
     pub id: PurchaseId,
-    #[serde(skip)]
     pub tenant_id: TenantId,
     pub order_id: OrderId,
     pub customer_id: Option<CustomerId>,
-    pub email: Option<String>,
+    pub email: Option<Email>,
     pub product_id: ProductId,
     pub creator_id: Option<String>,
-    pub currency: String,
-    pub amount: i64,
-    pub platform_fee: i64,
-    pub organization_fee: i64,
-    pub creator_payout: i64,
-    pub status: String,
-    pub stripe_payment_intent_id: String,
-    pub stripe_checkout_session_id: Option<String>,
-    pub purchased_at: Option<i64>,
-    pub refunded_amount: i64,
-    pub refunded_platform_fee: i64,
-    pub refunded_organization_fee: i64,
-    pub refunded_creator_payout: i64,
-    pub refunded_at: Option<i64>,
-    pub refund_reason: Option<String>,
+    pub currency: Currency,
+    pub amount: Amount,
+    pub split: Split,
+    pub status: PurchaseStatus,
+    /// `None` for a purchase nothing was paid for (a 100%-off order).
+    pub stripe_payment_intent_id: Option<StripePaymentIntentId>,
+    pub stripe_checkout_session_id: Option<StripeCheckoutSessionId>,
+    pub purchased_at: Option<Timestamp>,
+    pub refunded: Split,
+    pub refunded_at: Option<Timestamp>,
+    pub refund_reason: Option<RefundReason>,
     pub disputed: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl Purchase {
     fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        let amount = |c: &str| row.try_get::<i64, _>(c).map(Amount::from_db);
         Ok(Self {
-            id: PurchaseId::from_db(row.try_get("id")?),
-            tenant_id: TenantId::from_db(row.try_get("tenant_id")?),
-            order_id: OrderId::from_db(row.try_get("order_id")?),
-            customer_id: row
-                .try_get::<Option<String>, _>("customer_id")?
-                .map(CustomerId::from_db),
-            email: row.try_get("email")?,
-            product_id: ProductId::from_db(row.try_get("product_id")?),
+            id: id_col(row, "id", PurchaseId::from_db)?,
+            tenant_id: id_col(row, "tenant_id", TenantId::from_db)?,
+            order_id: id_col(row, "order_id", OrderId::from_db)?,
+            customer_id: opt_id_col(row, "customer_id", CustomerId::from_db)?,
+            email: opt_id_col(row, "email", Email::from_db)?,
+            product_id: id_col(row, "product_id", ProductId::from_db)?,
             creator_id: row.try_get("creator_id")?,
-            currency: row.try_get("currency")?,
-            amount: row.try_get("amount")?,
-            platform_fee: row.try_get("platform_fee")?,
-            organization_fee: row.try_get("organization_fee")?,
-            creator_payout: row.try_get("creator_payout")?,
-            status: row.try_get("status")?,
-            stripe_payment_intent_id: row.try_get("stripe_payment_intent_id")?,
-            stripe_checkout_session_id: row.try_get("stripe_checkout_session_id")?,
-            purchased_at: row.try_get("purchased_at")?,
-            refunded_amount: row.try_get("refunded_amount")?,
-            refunded_platform_fee: row.try_get("refunded_platform_fee")?,
-            refunded_organization_fee: row.try_get("refunded_organization_fee")?,
-            refunded_creator_payout: row.try_get("refunded_creator_payout")?,
-            refunded_at: row.try_get("refunded_at")?,
-            refund_reason: row.try_get("refund_reason")?,
-            disputed: row.try_get::<i64, _>("disputed")? != 0,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
+            currency: Currency::from_db(row.try_get("currency")?),
+            amount: amount("amount")?,
+            split: Split {
+                platform: amount("platform_fee")?,
+                organization: amount("organization_fee")?,
+                creator: amount("creator_payout")?,
+            },
+            status: enum_col(row, "status", PurchaseStatus::parse)?,
+            stripe_payment_intent_id: Some(row.try_get::<String, _>("stripe_payment_intent_id")?)
+                .filter(|p| !p.starts_with(NO_PAYMENT))
+                .map(StripePaymentIntentId::from_db),
+            stripe_checkout_session_id: opt_id_col(
+                row,
+                "stripe_checkout_session_id",
+                StripeCheckoutSessionId::from_db,
+            )?,
+            purchased_at: opt_ts_col(row, "purchased_at")?,
+            refunded: Split {
+                platform: amount("refunded_platform_fee")?,
+                organization: amount("refunded_organization_fee")?,
+                creator: amount("refunded_creator_payout")?,
+            },
+            refunded_at: opt_ts_col(row, "refunded_at")?,
+            refund_reason: opt_enum_col(row, "refund_reason", RefundReason::parse)?,
+            disputed: flag_col(row, "disputed")?,
+            created_at: ts_col(row, "created_at")?,
+            updated_at: ts_col(row, "updated_at")?,
         })
     }
 
-    /// The split still standing after refunds.
-    pub fn remaining_split(&self) -> Split {
-        Split {
-            platform: self.platform_fee - self.refunded_platform_fee,
-            organization: self.organization_fee - self.refunded_organization_fee,
-            creator: self.creator_payout - self.refunded_creator_payout,
-        }
+    /// What has been refunded of the amount.
+    pub fn refunded_amount(&self) -> Amount {
+        self.refunded.total()
+    }
+
+    /// What is left to refund.
+    pub fn refundable_amount(&self) -> Amount {
+        self.amount
+            .checked_sub(self.refunded_amount())
+            .unwrap_or(Amount::ZERO)
+    }
+
+    /// The split still standing after refunds (the database's CHECKs keep every part of
+    /// it non-negative).
+    pub fn remaining_split(&self) -> Result<Split> {
+        self.split
+            .minus(&self.refunded)
+            .ok_or_else(|| StoreError::Refused("refunds exceed the split".into()))
     }
 
     /// Whether this purchase grants access now.
     pub fn grants_access(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "partially_refunded") && !self.disputed
+        self.status.is_owned() && !self.disputed
     }
 }
 
 /// What a completed order item becomes.
 #[derive(Debug, Clone)]
 pub struct NewPurchase {
-    pub order_item_id: String,
+    pub order_item_id: OrderItemId,
     pub product_id: ProductId,
     pub creator_id: Option<String>,
-    pub amount: i64,
+    pub amount: Amount,
     /// The customer may own the product once (anything but event tickets).
     pub exclusive: bool,
 }
 
-/// Why a purchase recorded for money that moved grants nothing: the customer owned the
-/// product already (two checkouts were paid). The payment is refunded.
-pub const DUPLICATE_PURCHASE: &str = "duplicate_purchase";
-
 /// One refund as recorded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RefundRecord {
     pub id: RefundId,
     pub purchase_id: PurchaseId,
-    pub amount: i64,
-    pub platform_fee: i64,
-    pub organization_fee: i64,
-    pub creator_payout: i64,
-    pub reason: Option<String>,
-    pub stripe_refund_id: Option<String>,
-    pub created_at: i64,
+    pub amount: Amount,
+    pub split: Split,
+    pub reason: Option<RefundReason>,
+    pub stripe_refund_id: Option<StripeRefundId>,
+    pub created_at: Timestamp,
+}
+
+/// A refund Stripe reports for a payment, to be recorded if it is not yet.
+#[derive(Debug, Clone)]
+pub struct StripeRefund {
+    pub id: StripeRefundId,
+    pub amount: Amount,
+    /// The purchase it was made for, when Tollgate made it (its metadata says so).
+    pub purchase: Option<PurchaseId>,
 }
 
 /// What a grant opens: a product, or a named feature of a plan.
@@ -129,7 +154,7 @@ pub enum GrantTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantSource {
     Purchase(PurchaseId),
-    Subscription(tollgate_domain::SubscriptionId),
+    Subscription(SubscriptionId),
 }
 
 /// Access held by a customer: what the in-memory index holds.
@@ -139,15 +164,18 @@ pub struct Grant {
     pub customer_id: CustomerId,
     pub target: GrantTarget,
     pub source: GrantSource,
-    /// Unix milliseconds after which the grant no longer holds; `None` for no end.
-    pub expires_at: Option<i64>,
+    /// The moment the grant no longer holds; `None` for no end.
+    pub expires_at: Option<Timestamp>,
 }
 
+/// Filters for listing purchases (each narrows the list).
 #[derive(Debug, Clone, Default)]
 pub struct PurchaseFilter {
     pub customer_id: Option<CustomerId>,
     pub product_id: Option<ProductId>,
-    pub status: Option<String>,
+    pub status: Option<PurchaseStatus>,
+    pub creator_id: Option<String>,
+    pub disputed: Option<bool>,
 }
 
 const COLUMNS: &str = "id, tenant_id, order_id, customer_id, email, product_id, creator_id, currency, amount, platform_fee, \
@@ -157,8 +185,21 @@ const COLUMNS: &str = "id, tenant_id, order_id, customer_id, email, product_id, 
 
 pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
+/// The payment column's value for a purchase: the payment intent, or the stand-in for a
+/// session that took no payment.
+fn payment_key(
+    payment: Option<&StripePaymentIntentId>,
+    session: Option<&StripeCheckoutSessionId>,
+) -> String {
+    match (payment, session) {
+        (Some(pi), _) => pi.to_string(),
+        (None, Some(s)) => format!("{NO_PAYMENT}{s}"),
+        (None, None) => format!("{NO_PAYMENT}{}", tollgate_domain::random_token()),
+    }
+}
+
 impl Store {
-    fn for_update(&self) -> &'static str {
+    pub(crate) fn for_update(&self) -> &'static str {
         if self.engine == Engine::Postgres {
             " FOR UPDATE"
         } else {
@@ -169,20 +210,21 @@ impl Store {
     /// Completes a paid order exactly once: the order turns `completed`, each item becomes
     /// a purchase with the split of the fee schedule the order was placed under, bookings
     /// are confirmed, and `mark_event` (the inbox event that caused it, if any) is marked
-    /// processed, all in one transaction. Returns the purchases of the order. Completing a
-    /// completed order changes nothing.
+    /// processed, all in one transaction. Returns the purchases of the order and whose
+    /// access changed. Completing a completed order changes nothing.
     ///
     /// An item the customer owns already (two checkouts of one product were both paid)
-    /// is recorded as a `failed` purchase with reason [`DUPLICATE_PURCHASE`]: the money
+    /// is recorded as a `failed` purchase with reason `duplicate_purchase`: the money
     /// moved, so the ledger shows it, and the caller refunds it.
     pub async fn complete_order(
         &self,
         tenant: &TenantId,
         order_id: &OrderId,
-        payment_intent: &str,
+        payment: Option<&StripePaymentIntentId>,
         items: &[NewPurchase],
         mark_event: Option<&InboxEvent>,
-    ) -> Result<Vec<Purchase>> {
+    ) -> Result<(Vec<Purchase>, AccessChanges)> {
+        let mut changes = AccessChanges::none();
         let mut tx = self.begin().await?;
         let order = db(sqlx::query(&format!(
             "SELECT status, customer_id, email, currency, stripe_checkout_session_id, platform_fee_bps, organization_fee_bps \
@@ -194,64 +236,71 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await)?
         .ok_or(StoreError::NotFound)?;
-        let status: String = db(order.try_get("status"))?;
-        let customer: Option<String> = db(order.try_get("customer_id"))?;
+        let status = db(enum_col(&order, "status", OrderStatus::parse))?;
+        let customer = db(opt_id_col(&order, "customer_id", CustomerId::from_db))?;
         let email: Option<String> = db(order.try_get("email"))?;
         let currency: String = db(order.try_get("currency"))?;
-        let session: Option<String> = db(order.try_get("stripe_checkout_session_id"))?;
+        let session = db(opt_id_col(
+            &order,
+            "stripe_checkout_session_id",
+            StripeCheckoutSessionId::from_db,
+        ))?;
         let bps = |column: &str| -> Result<u32> {
             let v: i64 = db(order.try_get(column))?;
-            u32::try_from(v).map_err(|_| StoreError::Conflict("fee_schedule".into()))
+            u32::try_from(v).map_err(|_| StoreError::Refused("fee schedule".into()))
         };
         let fees = FeeSchedule::new(bps("platform_fee_bps")?, bps("organization_fee_bps")?)
-            .map_err(|e| StoreError::Conflict(e.to_string()))?;
-        let now = now_ms();
-        if status != "completed"
-            && let Some(c) = &customer
-        {
-            // Completions of one customer's orders take turns, so that of two paid orders
-            // for one product exactly one sees the other's purchase and records a duplicate
-            // (rather than both inserting and one failing on the unique index).
-            db(sqlx::query(&format!(
-                "SELECT id FROM customers WHERE tenant_id = $1 AND id = $2{}",
-                self.for_update()
-            ))
-            .bind(tenant.as_str())
-            .bind(c)
-            .fetch_optional(&mut *tx)
-            .await)?;
-        }
-        if status != "completed" {
+            .map_err(|e| StoreError::Refused(e.to_string()))?;
+        let now = Timestamp::now().secs();
+        let payment = payment_key(payment, session.as_ref());
+        if status != OrderStatus::Completed {
+            if let Some(c) = &customer {
+                // Completions of one customer's orders take turns, so that of two paid
+                // orders for one product exactly one sees the other's purchase and records
+                // a duplicate (rather than both inserting and one failing on the index).
+                db(sqlx::query(&format!(
+                    "SELECT id FROM customers WHERE tenant_id = $1 AND id = $2{}",
+                    self.for_update()
+                ))
+                .bind(tenant.as_str())
+                .bind(c.as_str())
+                .fetch_optional(&mut *tx)
+                .await)?;
+            }
             // A payment may arrive for an order we had given up on (expired, failed): the
             // money moved, so the ledger records it.
             db(sqlx::query(
-                "UPDATE orders SET status = 'completed', stripe_payment_intent_id = $3, completed_at = $4, updated_at = $4, failure_reason = NULL \
+                "UPDATE orders SET status = $5, stripe_payment_intent_id = $3, completed_at = $4, updated_at = $4, failure_reason = NULL \
                  WHERE tenant_id = $1 AND id = $2",
             )
             .bind(tenant.as_str())
             .bind(order_id.as_str())
-            .bind(payment_intent)
+            .bind(&payment)
             .bind(now)
+            .bind(OrderStatus::Completed.as_str())
             .execute(&mut *tx)
             .await)?;
             for item in items {
-                let split = fees
-                    .split(item.amount)
-                    .map_err(|e| StoreError::Conflict(e.to_string()))?;
+                let split = fees.split(item.amount);
                 let owned = match &customer {
-                    Some(c) if item.exclusive => db(sqlx::query(
+                    Some(c) if item.exclusive => db(sqlx::query(&format!(
                         "SELECT id FROM purchases WHERE tenant_id = $1 AND customer_id = $2 AND product_id = $3 \
-                         AND status IN ('completed', 'partially_refunded') AND exclusive = 1",
-                    )
+                         AND status IN ({}) AND exclusive = 1",
+                        PurchaseStatus::owned_sql()
+                    ))
                     .bind(tenant.as_str())
-                    .bind(c)
+                    .bind(c.as_str())
                     .bind(item.product_id.as_str())
                     .fetch_optional(&mut *tx)
                     .await)?
                     .is_some(),
                     _ => false,
                 };
-                let status = if owned { "failed" } else { "completed" };
+                let status = if owned {
+                    PurchaseStatus::Failed
+                } else {
+                    PurchaseStatus::Completed
+                };
                 db(sqlx::query(
                     "INSERT INTO purchases (id, tenant_id, order_id, order_item_id, customer_id, email, product_id, creator_id, currency, \
                      amount, platform_fee, organization_fee, creator_payout, status, stripe_payment_intent_id, stripe_checkout_session_id, \
@@ -262,39 +311,42 @@ impl Store {
                 .bind(PurchaseId::generate().as_str())
                 .bind(tenant.as_str())
                 .bind(order_id.as_str())
-                .bind(&item.order_item_id)
-                .bind(&customer)
+                .bind(item.order_item_id.as_str())
+                .bind(customer.as_ref().map(|c| c.as_str()))
                 .bind(&email)
                 .bind(item.product_id.as_str())
                 .bind(&item.creator_id)
                 .bind(&currency)
-                .bind(item.amount)
-                .bind(split.platform)
-                .bind(split.organization)
-                .bind(split.creator)
-                .bind(status)
-                .bind(payment_intent)
-                .bind(&session)
+                .bind(item.amount.get())
+                .bind(split.platform.get())
+                .bind(split.organization.get())
+                .bind(split.creator.get())
+                .bind(status.as_str())
+                .bind(&payment)
+                .bind(session.as_ref().map(|s| s.as_str()))
                 .bind(now)
-                .bind(owned.then_some(DUPLICATE_PURCHASE))
+                .bind(owned.then_some(RefundReason::DuplicatePurchase.as_str()))
                 .bind(i64::from(item.exclusive))
                 .execute(&mut *tx)
                 .await)?;
             }
-            db(sqlx::query("UPDATE bookings SET status = 'confirmed', updated_at = $2 WHERE order_id = $1 AND status IN ('pending', 'canceled')")
-                .bind(order_id.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await)?;
+            db(sqlx::query(
+                "UPDATE bookings SET status = 'confirmed', updated_at = $2 WHERE order_id = $1 AND status IN ('pending', 'canceled')",
+            )
+            .bind(order_id.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await)?;
             if let Some(c) = &customer {
                 self.notify_access_in(&mut tx, tenant, c).await?;
+                changes.add(tenant, c);
             }
         }
         if let Some(event) = mark_event {
-            inbox_mark_in(&mut tx, event, "processed").await?;
+            inbox_mark_in(&mut tx, event, InboxStatus::Processed).await?;
         }
         db(tx.commit().await)?;
-        self.purchases_for_order(tenant, order_id).await
+        Ok((self.purchases_for_order(tenant, order_id).await?, changes))
     }
 
     /// Purchases recorded for a duplicate payment and not refunded yet.
@@ -308,9 +360,9 @@ impl Store {
             .await?
             .into_iter()
             .filter(|p| {
-                p.status == "failed"
-                    && p.refund_reason.as_deref() == Some(DUPLICATE_PURCHASE)
-                    && p.refunded_amount < p.amount
+                p.status == PurchaseStatus::Failed
+                    && p.refund_reason == Some(RefundReason::DuplicatePurchase)
+                    && !p.refundable_amount().is_zero()
             })
             .collect())
     }
@@ -322,18 +374,19 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(TenantId, OrderId)>> {
         let rows = db(sqlx::query(
-            "SELECT DISTINCT tenant_id, order_id FROM purchases WHERE status = 'failed' AND refund_reason = $1 \
-             AND refunded_amount < amount LIMIT $2",
+            "SELECT DISTINCT tenant_id, order_id FROM purchases WHERE status = $1 AND refund_reason = $2 \
+             AND refunded_amount < amount LIMIT $3",
         )
-        .bind(DUPLICATE_PURCHASE)
+        .bind(PurchaseStatus::Failed.as_str())
+        .bind(RefundReason::DuplicatePurchase.as_str())
         .bind(limit)
         .fetch_all(&self.pool)
         .await)?;
         rows.iter()
             .map(|r| {
                 Ok((
-                    TenantId::from_db(db(r.try_get("tenant_id"))?),
-                    OrderId::from_db(db(r.try_get("order_id"))?),
+                    db(id_col(r, "tenant_id", TenantId::from_db))?,
+                    db(id_col(r, "order_id", OrderId::from_db))?,
                 ))
             })
             .collect()
@@ -344,7 +397,7 @@ impl Store {
         &self,
         tx: &mut Tx<'_>,
         tenant: &TenantId,
-        customer: &str,
+        customer: &CustomerId,
     ) -> Result<()> {
         if self.engine == Engine::Postgres {
             db(sqlx::query("SELECT pg_notify($1, $2)")
@@ -356,23 +409,23 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the refund lease of a purchase for `ms`; `false` while another refund of it
-    /// runs. The lease runs out on its own if its holder dies.
+    /// Takes the refund lease of a purchase for `lease`; `false` while another refund of
+    /// it runs. The lease runs out on its own if its holder dies.
     pub async fn refund_lock(
         &self,
         tenant: &TenantId,
         purchase: &PurchaseId,
-        ms: i64,
+        lease: Duration,
     ) -> Result<bool> {
-        let now = now_ms();
+        let now = Timestamp::now();
         Ok(db(sqlx::query(
             "UPDATE purchases SET refund_lock_until = $3 WHERE tenant_id = $1 AND id = $2 \
              AND (refund_lock_until IS NULL OR refund_lock_until < $4)",
         )
         .bind(tenant.as_str())
         .bind(purchase.as_str())
-        .bind(now + ms)
-        .bind(now)
+        .bind(now.plus(lease).secs())
+        .bind(now.secs())
         .execute(&self.pool)
         .await)?
         .rows_affected()
@@ -409,7 +462,7 @@ impl Store {
     pub async fn purchases_for_payment_intent(
         &self,
         tenant: &TenantId,
-        payment_intent: &str,
+        payment_intent: &StripePaymentIntentId,
     ) -> Result<Vec<Purchase>> {
         let rows = db(sqlx::query(&format!(
             "SELECT p.{} FROM purchases p JOIN order_items i ON i.id = p.order_item_id \
@@ -417,7 +470,7 @@ impl Store {
             COLUMNS.replace(", ", ", p.")
         ))
         .bind(tenant.as_str())
-        .bind(payment_intent)
+        .bind(payment_intent.as_str())
         .fetch_all(&self.pool)
         .await)?;
         rows.iter().map(|r| db(Purchase::from_row(r))).collect()
@@ -427,15 +480,15 @@ impl Store {
     /// disputes name the payment intent, not the tenant).
     pub async fn tenant_for_payment_intent(
         &self,
-        payment_intent: &str,
+        payment_intent: &StripePaymentIntentId,
     ) -> Result<Option<TenantId>> {
         let row = db(sqlx::query(
             "SELECT tenant_id FROM purchases WHERE stripe_payment_intent_id = $1 LIMIT 1",
         )
-        .bind(payment_intent)
+        .bind(payment_intent.as_str())
         .fetch_optional(&self.pool)
         .await)?;
-        row.map(|r| db(r.try_get::<String, _>("tenant_id")).map(TenantId::from_db))
+        row.map(|r| db(id_col(&r, "tenant_id", TenantId::from_db)))
             .transpose()
     }
 
@@ -449,17 +502,18 @@ impl Store {
         .await
     }
 
-    /// True when the customer holds a completed, unrefunded purchase of the product.
+    /// True when the customer owns the product (a completed, not wholly refunded purchase).
     pub async fn has_active_purchase(
         &self,
         tenant: &TenantId,
         customer: &CustomerId,
         product: &ProductId,
     ) -> Result<bool> {
-        Ok(db(sqlx::query(
+        Ok(db(sqlx::query(&format!(
             "SELECT id FROM purchases WHERE tenant_id = $1 AND customer_id = $2 AND product_id = $3 \
-             AND status IN ('completed', 'partially_refunded')",
-        )
+             AND status IN ({})",
+            PurchaseStatus::owned_sql()
+        ))
         .bind(tenant.as_str())
         .bind(customer.as_str())
         .bind(product.as_str())
@@ -476,24 +530,26 @@ impl Store {
         &self,
         tenant: &TenantId,
         purchase: &PurchaseId,
-        amount: i64,
-        reason: Option<&str>,
-        stripe_refund_id: &str,
+        amount: Amount,
+        reason: Option<RefundReason>,
+        stripe_refund_id: &StripeRefundId,
         mark_event: Option<&InboxEvent>,
-    ) -> Result<Purchase> {
+    ) -> Result<(Purchase, AccessChanges)> {
+        let mut changes = AccessChanges::none();
         let mut tx = self.begin().await?;
         let p = self.lock_purchase(&mut tx, tenant, purchase).await?;
-        if !refund_recorded(&mut tx, stripe_refund_id).await? {
-            apply_refund(&mut tx, &p, amount, reason, stripe_refund_id).await?;
+        if !refund_recorded(&mut tx, stripe_refund_id.as_str()).await? {
+            apply_refund(&mut tx, &p, amount, reason, stripe_refund_id.as_str()).await?;
             if let Some(c) = &p.customer_id {
-                self.notify_access_in(&mut tx, tenant, c.as_str()).await?;
+                self.notify_access_in(&mut tx, tenant, c).await?;
+                changes.add(tenant, c);
             }
         }
         if let Some(event) = mark_event {
-            inbox_mark_in(&mut tx, event, "processed").await?;
+            inbox_mark_in(&mut tx, event, InboxStatus::Processed).await?;
         }
         db(tx.commit().await)?;
-        self.purchase(tenant, purchase).await
+        Ok((self.purchase(tenant, purchase).await?, changes))
     }
 
     async fn lock_purchase(
@@ -522,10 +578,11 @@ impl Store {
     pub async fn record_external_refunds(
         &self,
         tenant: &TenantId,
-        payment_intent: &str,
-        refunds: &[(String, i64, Option<PurchaseId>)],
+        payment_intent: &StripePaymentIntentId,
+        refunds: &[StripeRefund],
         mark_event: Option<&InboxEvent>,
-    ) -> Result<Vec<Purchase>> {
+    ) -> Result<(Vec<Purchase>, AccessChanges)> {
+        let mut changes = AccessChanges::none();
         let mut tx = self.begin().await?;
         let rows = db(sqlx::query(&format!(
             "SELECT p.{} FROM purchases p JOIN order_items i ON i.id = p.order_item_id \
@@ -538,7 +595,7 @@ impl Store {
             }
         ))
         .bind(tenant.as_str())
-        .bind(payment_intent)
+        .bind(payment_intent.as_str())
         .fetch_all(&mut *tx)
         .await)?;
         let mut purchases = rows
@@ -546,87 +603,106 @@ impl Store {
             .map(|r| db(Purchase::from_row(r)))
             .collect::<Result<Vec<_>>>()?;
         let mut touched = false;
-        for (refund_id, amount, target) in refunds {
+        for refund in refunds {
+            let refund_id = refund.id.as_str();
             if refund_recorded(&mut tx, refund_id).await? {
                 continue;
             }
             let position = |id: &PurchaseId| purchases.iter().position(|p| &p.id == id);
-            if let Some(i) = target.as_ref().and_then(position) {
-                apply_refund(&mut tx, &purchases[i], *amount, None, refund_id).await?;
-                purchases[i] = self
-                    .lock_purchase(&mut tx, tenant, &purchases[i].id.clone())
-                    .await?;
-                touched = true;
+            if let Some(i) = refund.purchase.as_ref().and_then(position) {
+                let amount = refund.amount.min(purchases[i].refundable_amount());
+                if !amount.is_zero() {
+                    apply_refund(&mut tx, &purchases[i], amount, None, refund_id).await?;
+                    purchases[i] = self
+                        .lock_purchase(&mut tx, tenant, &purchases[i].id.clone())
+                        .await?;
+                    touched = true;
+                }
                 continue;
             }
-            let mut left = *amount;
+            let mut left = refund.amount;
             for (n, slot) in purchases.iter_mut().enumerate() {
-                let take = left.min(slot.amount - slot.refunded_amount);
-                if take <= 0 {
+                let take = left.min(slot.refundable_amount());
+                if take.is_zero() {
                     continue;
                 }
                 // One Stripe refund may touch several purchases; each record gets its own key.
                 let key = if n == 0 {
-                    refund_id.clone()
+                    refund_id.to_owned()
                 } else {
                     format!("{refund_id}#{n}")
                 };
-                apply_refund(&mut tx, slot, take, Some("refunded_in_stripe"), &key).await?;
+                apply_refund(
+                    &mut tx,
+                    slot,
+                    take,
+                    Some(RefundReason::RefundedInStripe),
+                    &key,
+                )
+                .await?;
                 *slot = self
                     .lock_purchase(&mut tx, tenant, &slot.id.clone())
                     .await?;
                 touched = true;
-                left -= take;
+                left = left.checked_sub(take).unwrap_or(Amount::ZERO);
             }
         }
         if touched {
-            let mut customers: Vec<&CustomerId> = purchases
-                .iter()
-                .filter_map(|p| p.customer_id.as_ref())
-                .collect();
-            customers.dedup();
-            for c in customers {
-                self.notify_access_in(&mut tx, tenant, c.as_str()).await?;
+            for p in &purchases {
+                if let Some(c) = &p.customer_id {
+                    changes.add(tenant, c);
+                }
+            }
+            for (_, c) in changes.clone().into_inner() {
+                self.notify_access_in(&mut tx, tenant, &c).await?;
             }
         }
         if let Some(event) = mark_event {
-            inbox_mark_in(&mut tx, event, "processed").await?;
+            inbox_mark_in(&mut tx, event, InboxStatus::Processed).await?;
         }
         db(tx.commit().await)?;
-        self.purchases_for_payment_intent(tenant, payment_intent)
-            .await
+        Ok((
+            self.purchases_for_payment_intent(tenant, payment_intent)
+                .await?,
+            changes,
+        ))
     }
 
     /// Freezes (`disputed = true`) or thaws the purchases paid by a payment intent.
     pub async fn set_disputed(
         &self,
         tenant: &TenantId,
-        payment_intent: &str,
+        payment_intent: &StripePaymentIntentId,
         disputed: bool,
         mark_event: Option<&InboxEvent>,
-    ) -> Result<Vec<Purchase>> {
+    ) -> Result<(Vec<Purchase>, AccessChanges)> {
+        let mut changes = AccessChanges::none();
         let mut tx = self.begin().await?;
         let customers = db(sqlx::query(
             "UPDATE purchases SET disputed = $3, updated_at = $4 WHERE tenant_id = $1 AND stripe_payment_intent_id = $2 \
              AND disputed <> $3 RETURNING customer_id",
         )
         .bind(tenant.as_str())
-        .bind(payment_intent)
+        .bind(payment_intent.as_str())
         .bind(i64::from(disputed))
-        .bind(now_ms())
+        .bind(Timestamp::now().secs())
         .fetch_all(&mut *tx)
         .await)?;
         for row in &customers {
-            if let Some(c) = db(row.try_get::<Option<String>, _>("customer_id"))? {
+            if let Some(c) = db(opt_id_col(row, "customer_id", CustomerId::from_db))? {
                 self.notify_access_in(&mut tx, tenant, &c).await?;
+                changes.add(tenant, &c);
             }
         }
         if let Some(event) = mark_event {
-            inbox_mark_in(&mut tx, event, "processed").await?;
+            inbox_mark_in(&mut tx, event, InboxStatus::Processed).await?;
         }
         db(tx.commit().await)?;
-        self.purchases_for_payment_intent(tenant, payment_intent)
-            .await
+        Ok((
+            self.purchases_for_payment_intent(tenant, payment_intent)
+                .await?,
+            changes,
+        ))
     }
 
     pub async fn refunds_for_purchase(
@@ -645,16 +721,27 @@ impl Store {
         rows.iter()
             .map(|r| {
                 db((|| {
+                    let amount = |c: &str| r.try_get::<i64, _>(c).map(Amount::from_db);
                     Ok(RefundRecord {
-                        id: RefundId::from_db(r.try_get("id")?),
-                        purchase_id: PurchaseId::from_db(r.try_get("purchase_id")?),
-                        amount: r.try_get("amount")?,
-                        platform_fee: r.try_get("platform_fee")?,
-                        organization_fee: r.try_get("organization_fee")?,
-                        creator_payout: r.try_get("creator_payout")?,
-                        reason: r.try_get("reason")?,
-                        stripe_refund_id: r.try_get("stripe_refund_id")?,
-                        created_at: r.try_get("created_at")?,
+                        id: id_col(r, "id", RefundId::from_db)?,
+                        purchase_id: id_col(r, "purchase_id", PurchaseId::from_db)?,
+                        amount: amount("amount")?,
+                        split: Split {
+                            platform: amount("platform_fee")?,
+                            organization: amount("organization_fee")?,
+                            creator: amount("creator_payout")?,
+                        },
+                        reason: opt_enum_col(r, "reason", RefundReason::parse)?,
+                        // A Stripe refund spread over several purchases is recorded as
+                        // `re_...#n` for all but the first; each shows Stripe's id.
+                        stripe_refund_id: r
+                            .try_get::<Option<String>, _>("stripe_refund_id")?
+                            .map(|s| match s.split_once('#') {
+                                Some((id, _)) => id.to_owned(),
+                                None => s,
+                            })
+                            .map(StripeRefundId::from_db),
+                        created_at: ts_col(r, "created_at")?,
                     })
                 })())
             })
@@ -673,14 +760,17 @@ impl Store {
         let (after_created, after_id) = match starting_after {
             Some(id) => {
                 let p = self.purchase(tenant, id).await?;
-                (p.created_at, p.id.to_string())
+                (p.created_at.secs(), p.id.to_string())
             }
             None => (i64::MAX, String::new()),
         };
-        let filter = "tenant_id = $1 AND ($2 = '' OR customer_id = $2) AND ($3 = '' OR product_id = $3) AND ($4 = '' OR status = $4)";
+        let filter = "tenant_id = $1 AND ($2 = '' OR customer_id = $2) AND ($3 = '' OR product_id = $3) \
+            AND ($4 = '' OR status = $4) AND ($5 = '' OR creator_id = $5) AND ($6 < 0 OR disputed = $6)";
         let customer = f.customer_id.as_ref().map(|c| c.as_str()).unwrap_or("");
         let product = f.product_id.as_ref().map(|c| c.as_str()).unwrap_or("");
-        let status = f.status.as_deref().unwrap_or("");
+        let status = f.status.map(|s| s.as_str()).unwrap_or("");
+        let creator = f.creator_id.as_deref().unwrap_or("");
+        let disputed: i64 = f.disputed.map_or(-1, i64::from);
         let total: i64 = db(sqlx::query(&format!(
             "SELECT COUNT(*) AS n FROM purchases WHERE {filter}"
         ))
@@ -688,17 +778,21 @@ impl Store {
         .bind(customer)
         .bind(product)
         .bind(status)
+        .bind(creator)
+        .bind(disputed)
         .fetch_one(&self.pool)
         .await
         .and_then(|r| r.try_get("n")))?;
         let rows = db(sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM purchases WHERE {filter} AND ($6 = '' OR created_at < $5 OR (created_at = $5 AND id < $6)) \
-             ORDER BY created_at DESC, id DESC LIMIT $7 OFFSET $8"
+            "SELECT {COLUMNS} FROM purchases WHERE {filter} AND ($8 = '' OR created_at < $7 OR (created_at = $7 AND id < $8)) \
+             ORDER BY created_at DESC, id DESC LIMIT $9 OFFSET $10"
         ))
         .bind(tenant.as_str())
         .bind(customer)
         .bind(product)
         .bind(status)
+        .bind(creator)
+        .bind(disputed)
         .bind(after_created)
         .bind(&after_id)
         .bind(limit)
@@ -732,8 +826,9 @@ impl Store {
 
     async fn purchase_grants_where(&self, extra: &str, binds: &[&str]) -> Result<Vec<Grant>> {
         let sql = format!(
-            "SELECT tenant_id, customer_id, product_id, id FROM purchases WHERE status IN ('completed', 'partially_refunded') \
-             AND disputed = 0 AND customer_id IS NOT NULL{extra}"
+            "SELECT tenant_id, customer_id, product_id, id FROM purchases WHERE status IN ({}) \
+             AND disputed = 0 AND customer_id IS NOT NULL{extra}",
+            PurchaseStatus::owned_sql()
         );
         let mut q = sqlx::query(&sql);
         for b in binds {
@@ -744,10 +839,10 @@ impl Store {
             .map(|r| {
                 db((|| {
                     Ok(Grant {
-                        tenant_id: TenantId::from_db(r.try_get("tenant_id")?),
-                        customer_id: CustomerId::from_db(r.try_get("customer_id")?),
-                        target: GrantTarget::Product(ProductId::from_db(r.try_get("product_id")?)),
-                        source: GrantSource::Purchase(PurchaseId::from_db(r.try_get("id")?)),
+                        tenant_id: id_col(r, "tenant_id", TenantId::from_db)?,
+                        customer_id: id_col(r, "customer_id", CustomerId::from_db)?,
+                        target: GrantTarget::Product(id_col(r, "product_id", ProductId::from_db)?),
+                        source: GrantSource::Purchase(id_col(r, "id", PurchaseId::from_db)?),
                         expires_at: None,
                     })
                 })())
@@ -772,27 +867,27 @@ async fn refund_recorded(tx: &mut Tx<'_>, stripe_refund_id: &str) -> Result<bool
 async fn apply_refund(
     tx: &mut Tx<'_>,
     p: &Purchase,
-    amount: i64,
-    reason: Option<&str>,
+    amount: Amount,
+    reason: Option<RefundReason>,
     stripe_refund_id: &str,
 ) -> Result<()> {
     let taken = p
-        .remaining_split()
+        .remaining_split()?
         .reverse(amount)
-        .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        .map_err(|e| StoreError::Refused(e.to_string()))?;
     let refunded = p
-        .refunded_amount
+        .refunded_amount()
         .checked_add(amount)
-        .ok_or_else(|| StoreError::Conflict("refund_overflow".into()))?;
+        .ok_or_else(|| StoreError::Refused("refund overflows".into()))?;
     let status = if refunded == p.amount {
-        "refunded"
-    } else if p.status == "failed" {
+        PurchaseStatus::Refunded
+    } else if p.status == PurchaseStatus::Failed {
         // A duplicate payment refunded in part is still no purchase.
-        "failed"
+        PurchaseStatus::Failed
     } else {
-        "partially_refunded"
+        PurchaseStatus::PartiallyRefunded
     };
-    let now = now_ms();
+    let now = Timestamp::now().secs();
     db(sqlx::query(
         "UPDATE purchases SET refunded_amount = refunded_amount + $3, refunded_platform_fee = refunded_platform_fee + $4, \
          refunded_organization_fee = refunded_organization_fee + $5, refunded_creator_payout = refunded_creator_payout + $6, \
@@ -800,13 +895,13 @@ async fn apply_refund(
     )
     .bind(p.tenant_id.as_str())
     .bind(p.id.as_str())
-    .bind(amount)
-    .bind(taken.platform)
-    .bind(taken.organization)
-    .bind(taken.creator)
-    .bind(status)
+    .bind(amount.get())
+    .bind(taken.platform.get())
+    .bind(taken.organization.get())
+    .bind(taken.creator.get())
+    .bind(status.as_str())
     .bind(now)
-    .bind(reason)
+    .bind(reason.map(|r| r.as_str()))
     .execute(&mut **tx)
     .await)?;
     db(sqlx::query(
@@ -816,11 +911,11 @@ async fn apply_refund(
     .bind(RefundId::generate().as_str())
     .bind(p.tenant_id.as_str())
     .bind(p.id.as_str())
-    .bind(amount)
-    .bind(taken.platform)
-    .bind(taken.organization)
-    .bind(taken.creator)
-    .bind(reason)
+    .bind(amount.get())
+    .bind(taken.platform.get())
+    .bind(taken.organization.get())
+    .bind(taken.creator.get())
+    .bind(reason.map(|r| r.as_str()))
     .bind(stripe_refund_id)
     .bind(now)
     .execute(&mut **tx)

@@ -5,123 +5,144 @@
 //! dropped. Events can arrive in any order and be applied by several workers at once: the
 //! newest read always wins, so the mirror converges on Stripe's current state.
 
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use tollgate_domain::status::SubscriptionStatus;
+use tollgate_domain::status::{PauseBehavior, SubscriptionStatus};
 use tollgate_domain::subscription::{Grant as Granted, Standing};
-use tollgate_domain::{CustomerId, OrderId, PriceId, ProductId, SubscriptionId, TenantId};
+use tollgate_domain::{
+    Currency, CustomerId, OrderId, PriceId, ProductId, StripeCustomerId, StripeInvoiceId,
+    StripePriceId, StripeSubscriptionId, StripeSubscriptionItemId, SubscriptionId, TenantId,
+    Timestamp,
+};
 
 use crate::inbox::{InboxEvent, inbox_mark_in};
-use crate::{Engine, Grant, GrantSource, GrantTarget, Result, Store, StoreError, db, now_ms};
+use crate::{
+    AccessChanges, Engine, Grant, GrantSource, GrantTarget, Result, Store, StoreError, db,
+    enum_col, flag_col, id_col, opt_enum_col, opt_id_col, opt_ts_col, ts_col,
+};
 
-/// A subscription as Tollgate mirrors it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Subscription {
-    pub id: SubscriptionId,
-    #[serde(skip)]
-    pub tenant_id: TenantId,
+/// One item of a subscription: a price and its quantity.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubscriptionItem {
+    pub stripe_item_id: StripeSubscriptionItemId,
+    pub stripe_price_id: StripePriceId,
+    /// The tenant's price, when the Stripe price is one of the tenant's.
+    pub price_id: Option<PriceId>,
+    pub quantity: i64,
+}
+
+/// Stripe's state of a subscription, as Tollgate mirrors it.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRecord {
     pub customer_id: CustomerId,
-    pub stripe_subscription_id: String,
-    pub stripe_customer_id: String,
-    pub status: String,
+    pub stripe_subscription_id: StripeSubscriptionId,
+    pub stripe_customer_id: StripeCustomerId,
+    pub status: SubscriptionStatus,
+    /// The plan: the first item's price and its product (`None` when the price is not
+    /// one of this tenant's, e.g. made in the Dashboard).
     pub product_id: Option<ProductId>,
     pub price_id: Option<PriceId>,
-    pub stripe_price_id: String,
-    pub stripe_item_id: String,
+    pub stripe_price_id: StripePriceId,
+    pub stripe_item_id: StripeSubscriptionItemId,
     pub quantity: i64,
-    pub items: serde_json::Value,
-    pub currency: String,
-    pub current_period_start: i64,
-    pub current_period_end: i64,
-    pub trial_start: Option<i64>,
-    pub trial_end: Option<i64>,
+    pub items: Vec<SubscriptionItem>,
+    pub currency: Currency,
+    pub current_period_start: Timestamp,
+    pub current_period_end: Timestamp,
+    pub trial_start: Option<Timestamp>,
+    pub trial_end: Option<Timestamp>,
     pub cancel_at_period_end: bool,
-    pub cancel_at: Option<i64>,
-    pub canceled_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub pause_behavior: Option<String>,
-    pub pause_resumes_at: Option<i64>,
-    pub past_due_since: Option<i64>,
+    pub cancel_at: Option<Timestamp>,
+    pub canceled_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub pause_behavior: Option<PauseBehavior>,
+    pub pause_resumes_at: Option<Timestamp>,
+    pub past_due_since: Option<Timestamp>,
+    /// A downgrade keeps the plan paid for until the period it was paid for ends.
     pub previous_price_id: Option<PriceId>,
     pub previous_product_id: Option<ProductId>,
-    pub previous_until: Option<i64>,
-    pub latest_invoice_id: Option<String>,
+    pub previous_until: Option<Timestamp>,
+    pub latest_invoice_id: Option<StripeInvoiceId>,
     pub order_id: Option<OrderId>,
-    pub created_at: i64,
-    pub updated_at: i64,
+}
+
+/// A subscription as Tollgate mirrors it: Stripe's state as last read, and what
+/// Tollgate keeps of its own.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub id: SubscriptionId,
+    pub tenant_id: TenantId,
+    pub state: SubscriptionRecord,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     /// The number of the read of Stripe this row holds (see [`Store::next_sync_seq`]).
-    #[serde(skip)]
     pub synced_seq: i64,
+}
+
+impl std::ops::Deref for Subscription {
+    type Target = SubscriptionRecord;
+    fn deref(&self) -> &SubscriptionRecord {
+        &self.state
+    }
 }
 
 impl Subscription {
     fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
         let items: String = row.try_get("items")?;
-        Ok(Self {
-            id: SubscriptionId::from_db(row.try_get("id")?),
-            tenant_id: TenantId::from_db(row.try_get("tenant_id")?),
-            customer_id: CustomerId::from_db(row.try_get("customer_id")?),
-            stripe_subscription_id: row.try_get("stripe_subscription_id")?,
-            stripe_customer_id: row.try_get("stripe_customer_id")?,
-            status: row.try_get("status")?,
-            product_id: row
-                .try_get::<Option<String>, _>("product_id")?
-                .map(ProductId::from_db),
-            price_id: row
-                .try_get::<Option<String>, _>("price_id")?
-                .map(PriceId::from_db),
-            stripe_price_id: row.try_get("stripe_price_id")?,
-            stripe_item_id: row.try_get("stripe_item_id")?,
+        let state = SubscriptionRecord {
+            customer_id: id_col(row, "customer_id", CustomerId::from_db)?,
+            stripe_subscription_id: id_col(
+                row,
+                "stripe_subscription_id",
+                StripeSubscriptionId::from_db,
+            )?,
+            stripe_customer_id: id_col(row, "stripe_customer_id", StripeCustomerId::from_db)?,
+            status: enum_col(row, "status", SubscriptionStatus::parse)?,
+            product_id: opt_id_col(row, "product_id", ProductId::from_db)?,
+            price_id: opt_id_col(row, "price_id", PriceId::from_db)?,
+            stripe_price_id: id_col(row, "stripe_price_id", StripePriceId::from_db)?,
+            stripe_item_id: id_col(row, "stripe_item_id", StripeSubscriptionItemId::from_db)?,
             quantity: row.try_get("quantity")?,
-            items: serde_json::from_str(&items).unwrap_or_else(|_| serde_json::json!([])),
-            currency: row.try_get("currency")?,
-            current_period_start: row.try_get("current_period_start")?,
-            current_period_end: row.try_get("current_period_end")?,
-            trial_start: row.try_get("trial_start")?,
-            trial_end: row.try_get("trial_end")?,
-            cancel_at_period_end: row.try_get::<i64, _>("cancel_at_period_end")? != 0,
-            cancel_at: row.try_get("cancel_at")?,
-            canceled_at: row.try_get("canceled_at")?,
-            ended_at: row.try_get("ended_at")?,
-            pause_behavior: row.try_get("pause_behavior")?,
-            pause_resumes_at: row.try_get("pause_resumes_at")?,
-            past_due_since: row.try_get("past_due_since")?,
-            previous_price_id: row
-                .try_get::<Option<String>, _>("previous_price_id")?
-                .map(PriceId::from_db),
-            previous_product_id: row
-                .try_get::<Option<String>, _>("previous_product_id")?
-                .map(ProductId::from_db),
-            previous_until: row.try_get("previous_until")?,
-            latest_invoice_id: row.try_get("latest_invoice_id")?,
-            order_id: row
-                .try_get::<Option<String>, _>("order_id")?
-                .map(OrderId::from_db),
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
+            items: serde_json::from_str(&items).unwrap_or_default(),
+            currency: Currency::from_db(row.try_get("currency")?),
+            current_period_start: ts_col(row, "current_period_start")?,
+            current_period_end: ts_col(row, "current_period_end")?,
+            trial_start: opt_ts_col(row, "trial_start")?,
+            trial_end: opt_ts_col(row, "trial_end")?,
+            cancel_at_period_end: flag_col(row, "cancel_at_period_end")?,
+            cancel_at: opt_ts_col(row, "cancel_at")?,
+            canceled_at: opt_ts_col(row, "canceled_at")?,
+            ended_at: opt_ts_col(row, "ended_at")?,
+            pause_behavior: opt_enum_col(row, "pause_behavior", PauseBehavior::parse)?,
+            pause_resumes_at: opt_ts_col(row, "pause_resumes_at")?,
+            past_due_since: opt_ts_col(row, "past_due_since")?,
+            previous_price_id: opt_id_col(row, "previous_price_id", PriceId::from_db)?,
+            previous_product_id: opt_id_col(row, "previous_product_id", ProductId::from_db)?,
+            previous_until: opt_ts_col(row, "previous_until")?,
+            latest_invoice_id: opt_id_col(row, "latest_invoice_id", StripeInvoiceId::from_db)?,
+            order_id: opt_id_col(row, "order_id", OrderId::from_db)?,
+        };
+        Ok(Self {
+            id: id_col(row, "id", SubscriptionId::from_db)?,
+            tenant_id: id_col(row, "tenant_id", TenantId::from_db)?,
+            state,
+            created_at: ts_col(row, "created_at")?,
+            updated_at: ts_col(row, "updated_at")?,
             synced_seq: row.try_get("synced_seq")?,
         })
     }
+}
 
-    /// The status as Tollgate's type (an unknown one reads as `incomplete`: no access).
-    pub fn status(&self) -> SubscriptionStatus {
-        SubscriptionStatus::parse(&self.status).unwrap_or(SubscriptionStatus::Incomplete)
-    }
-
+impl SubscriptionRecord {
     /// Live: it grants access now or may again without a new checkout.
     pub fn is_live(&self) -> bool {
-        use SubscriptionStatus as S;
-        matches!(
-            self.status(),
-            S::Trialing | S::Active | S::PastDue | S::Paused | S::Unpaid | S::Incomplete
-        )
+        self.status.is_live()
     }
 
     /// What the access rules see of it.
     pub fn standing(&self) -> Standing {
         Standing {
-            status: self.status(),
+            status: self.status,
             current_period_end: self.current_period_end,
             cancel_at_period_end: self.cancel_at_period_end,
             cancel_at: self.cancel_at,
@@ -131,7 +152,7 @@ impl Subscription {
     }
 
     /// The plan paid for before a downgrade, while its period lasts.
-    pub fn carried_over(&self) -> Option<(&ProductId, i64)> {
+    pub fn carried_over(&self) -> Option<(&ProductId, Timestamp)> {
         match (&self.previous_product_id, self.previous_until) {
             (Some(p), Some(until)) if until > self.current_period_start => Some((p, until)),
             _ => None,
@@ -139,52 +160,17 @@ impl Subscription {
     }
 }
 
-/// Stripe's state of a subscription, as Tollgate stores it.
-#[derive(Debug, Clone)]
-pub struct SubscriptionRecord {
-    pub customer_id: CustomerId,
-    pub stripe_subscription_id: String,
-    pub stripe_customer_id: String,
-    pub status: SubscriptionStatus,
-    pub product_id: Option<ProductId>,
-    pub price_id: Option<PriceId>,
-    pub stripe_price_id: String,
-    pub stripe_item_id: String,
-    pub quantity: i64,
-    pub items: serde_json::Value,
-    pub currency: String,
-    pub current_period_start: i64,
-    pub current_period_end: i64,
-    pub trial_start: Option<i64>,
-    pub trial_end: Option<i64>,
-    pub cancel_at_period_end: bool,
-    pub cancel_at: Option<i64>,
-    pub canceled_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub pause_behavior: Option<String>,
-    pub pause_resumes_at: Option<i64>,
-    pub past_due_since: Option<i64>,
-    pub previous_price_id: Option<PriceId>,
-    pub previous_product_id: Option<ProductId>,
-    pub previous_until: Option<i64>,
-    pub latest_invoice_id: Option<String>,
-    pub order_id: Option<OrderId>,
-}
-
 /// Filters for listing subscriptions.
 #[derive(Debug, Clone, Default)]
 pub struct SubscriptionFilter {
     pub customer_id: Option<CustomerId>,
-    pub status: Option<String>,
+    pub status: Option<SubscriptionStatus>,
 }
 
 const COLUMNS: &str = "id, tenant_id, customer_id, stripe_subscription_id, stripe_customer_id, status, product_id, \
     price_id, stripe_price_id, stripe_item_id, quantity, items, currency, current_period_start, current_period_end, \
     trial_start, trial_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, pause_behavior, pause_resumes_at, \
     past_due_since, previous_price_id, previous_product_id, previous_until, latest_invoice_id, order_id, created_at, updated_at, synced_seq";
-
-/// Statuses of a subscription that is live (see [`Subscription::is_live`]).
-const LIVE: &str = "('trialing', 'active', 'past_due', 'paused', 'unpaid', 'incomplete')";
 
 impl Store {
     /// The next number for a read of Stripe's subscriptions; draw it before the read.
@@ -207,8 +193,10 @@ impl Store {
         r: &SubscriptionRecord,
         seq: i64,
         mark_event: Option<&InboxEvent>,
-    ) -> Result<(Subscription, bool)> {
-        let now = now_ms();
+    ) -> Result<(Subscription, AccessChanges)> {
+        let now = Timestamp::now().secs();
+        let items = serde_json::to_string(&r.items)
+            .map_err(|e| StoreError::Refused(format!("subscription items: {e}")))?;
         let mut tx = self.begin().await?;
         let written = db(sqlx::query(
             "INSERT INTO subscriptions (id, tenant_id, customer_id, stripe_subscription_id, stripe_customer_id, status, product_id, \
@@ -236,31 +224,31 @@ impl Store {
         .bind(SubscriptionId::generate().as_str())
         .bind(tenant.as_str())
         .bind(r.customer_id.as_str())
-        .bind(&r.stripe_subscription_id)
-        .bind(&r.stripe_customer_id)
+        .bind(r.stripe_subscription_id.as_str())
+        .bind(r.stripe_customer_id.as_str())
         .bind(r.status.as_str())
         .bind(r.product_id.as_ref().map(|p| p.as_str()))
         .bind(r.price_id.as_ref().map(|p| p.as_str()))
-        .bind(&r.stripe_price_id)
-        .bind(&r.stripe_item_id)
+        .bind(r.stripe_price_id.as_str())
+        .bind(r.stripe_item_id.as_str())
         .bind(r.quantity)
-        .bind(r.items.to_string())
-        .bind(&r.currency)
-        .bind(r.current_period_start)
-        .bind(r.current_period_end)
-        .bind(r.trial_start)
-        .bind(r.trial_end)
+        .bind(items)
+        .bind(r.currency.as_str())
+        .bind(r.current_period_start.secs())
+        .bind(r.current_period_end.secs())
+        .bind(r.trial_start.map(Timestamp::secs))
+        .bind(r.trial_end.map(Timestamp::secs))
         .bind(i64::from(r.cancel_at_period_end))
-        .bind(r.cancel_at)
-        .bind(r.canceled_at)
-        .bind(r.ended_at)
-        .bind(&r.pause_behavior)
-        .bind(r.pause_resumes_at)
-        .bind(r.past_due_since)
+        .bind(r.cancel_at.map(Timestamp::secs))
+        .bind(r.canceled_at.map(Timestamp::secs))
+        .bind(r.ended_at.map(Timestamp::secs))
+        .bind(r.pause_behavior.map(|b| b.as_str()))
+        .bind(r.pause_resumes_at.map(Timestamp::secs))
+        .bind(r.past_due_since.map(Timestamp::secs))
         .bind(r.previous_price_id.as_ref().map(|p| p.as_str()))
         .bind(r.previous_product_id.as_ref().map(|p| p.as_str()))
-        .bind(r.previous_until)
-        .bind(&r.latest_invoice_id)
+        .bind(r.previous_until.map(Timestamp::secs))
+        .bind(r.latest_invoice_id.as_ref().map(|i| i.as_str()))
         .bind(r.order_id.as_ref().map(|o| o.as_str()))
         .bind(seq)
         .bind(now)
@@ -268,24 +256,31 @@ impl Store {
         .await)?
         .rows_affected()
             == 1;
+        let mut changes = AccessChanges::none();
         if written {
-            self.notify_access_in(&mut tx, tenant, r.customer_id.as_str())
+            self.notify_access_in(&mut tx, tenant, &r.customer_id)
                 .await?;
+            changes.add(tenant, &r.customer_id);
         }
         if let Some(event) = mark_event {
-            inbox_mark_in(&mut tx, event, "processed").await?;
+            inbox_mark_in(
+                &mut tx,
+                event,
+                tollgate_domain::status::InboxStatus::Processed,
+            )
+            .await?;
         }
         let row = db(sqlx::query(&format!(
             "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND stripe_subscription_id = $2"
         ))
         .bind(tenant.as_str())
-        .bind(&r.stripe_subscription_id)
+        .bind(r.stripe_subscription_id.as_str())
         .fetch_optional(&mut *tx)
         .await)?
         // Stored under another tenant: never this tenant's to see or change.
         .ok_or(StoreError::NotFound)?;
         db(tx.commit().await)?;
-        Ok((db(Subscription::from_row(&row))?, written))
+        Ok((db(Subscription::from_row(&row))?, changes))
     }
 
     pub async fn subscription(
@@ -299,10 +294,26 @@ impl Store {
     pub async fn subscription_by_stripe_id(
         &self,
         tenant: &TenantId,
-        stripe_id: &str,
+        stripe_id: &StripeSubscriptionId,
     ) -> Result<Subscription> {
-        self.one_subscription("stripe_subscription_id", tenant, stripe_id)
+        self.one_subscription("stripe_subscription_id", tenant, stripe_id.as_str())
             .await
+    }
+
+    /// The subscription a subscription checkout's order started, once mirrored.
+    pub async fn subscription_for_order(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+    ) -> Result<Option<Subscription>> {
+        match self
+            .one_subscription("order_id", tenant, order.as_str())
+            .await
+        {
+            Ok(s) => Ok(Some(s)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn one_subscription(
@@ -324,15 +335,15 @@ impl Store {
     /// subscription, not always the tenant).
     pub async fn tenant_for_stripe_subscription(
         &self,
-        stripe_id: &str,
+        stripe_id: &StripeSubscriptionId,
     ) -> Result<Option<TenantId>> {
         let row = db(sqlx::query(
             "SELECT tenant_id FROM subscriptions WHERE stripe_subscription_id = $1",
         )
-        .bind(stripe_id)
+        .bind(stripe_id.as_str())
         .fetch_optional(&self.pool)
         .await)?;
-        row.map(|r| db(r.try_get::<String, _>("tenant_id")).map(TenantId::from_db))
+        row.map(|r| db(id_col(&r, "tenant_id", TenantId::from_db)))
             .transpose()
     }
 
@@ -347,7 +358,7 @@ impl Store {
         let (after_created, after_id) = match starting_after {
             Some(id) => {
                 let s = self.subscription(tenant, id).await?;
-                (s.created_at, s.id.to_string())
+                (s.created_at.secs(), s.id.to_string())
             }
             None => (i64::MAX, String::new()),
         };
@@ -358,7 +369,7 @@ impl Store {
         ))
         .bind(tenant.as_str())
         .bind(f.customer_id.as_ref().map(|c| c.as_str()).unwrap_or(""))
-        .bind(f.status.as_deref().unwrap_or(""))
+        .bind(f.status.map(|s| s.as_str()).unwrap_or(""))
         .bind(after_created)
         .bind(&after_id)
         .bind(limit)
@@ -376,7 +387,8 @@ impl Store {
     ) -> Result<Vec<Subscription>> {
         let rows = db(sqlx::query(&format!(
             "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND customer_id = $2 AND product_id = $3 \
-             AND status IN {LIVE} ORDER BY created_at, id"
+             AND status IN ({}) ORDER BY created_at, id",
+            SubscriptionStatus::live_sql()
         ))
         .bind(tenant.as_str())
         .bind(customer.as_str())
@@ -393,8 +405,9 @@ impl Store {
         price: &PriceId,
     ) -> Result<Vec<Subscription>> {
         let rows = db(sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND price_id = $2 AND status IN {LIVE} \
-             ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND price_id = $2 AND status IN ({}) \
+             ORDER BY created_at, id",
+            SubscriptionStatus::live_sql()
         ))
         .bind(tenant.as_str())
         .bind(price.as_str())
@@ -427,8 +440,9 @@ impl Store {
     async fn subscription_grants_where(&self, extra: &str, binds: &[&str]) -> Result<Vec<Grant>> {
         let sql = format!(
             "SELECT s.{}, t.grace_period_days FROM subscriptions s JOIN tenants t ON t.id = s.tenant_id \
-             WHERE s.status IN ('trialing', 'active', 'past_due'){extra}",
-            COLUMNS.replace(", ", ", s.")
+             WHERE s.status IN ({}){extra}",
+            COLUMNS.replace(", ", ", s."),
+            SubscriptionStatus::may_grant_sql()
         );
         let mut q = sqlx::query(&sql);
         for b in binds {
@@ -450,8 +464,8 @@ impl Store {
             let Granted::Until(end) = s.standing().grant(*grace) else {
                 continue;
             };
-            let mut give = |plan: &ProductId, end: Option<i64>| {
-                let expires_at = end.map(|secs| secs.saturating_mul(1000));
+            let mut give = |plan: &ProductId, end: Option<Timestamp>| {
+                let expires_at = end;
                 let mut targets = vec![GrantTarget::Product(plan.clone())];
                 targets.extend(
                     entitled
@@ -521,7 +535,7 @@ impl Store {
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         tenant: &TenantId,
         plan: &ProductId,
-    ) -> Result<Vec<CustomerId>> {
+    ) -> Result<AccessChanges> {
         let rows = db(sqlx::query(
             "SELECT DISTINCT customer_id FROM subscriptions WHERE tenant_id = $1 \
              AND (product_id = $2 OR previous_product_id = $2)",
@@ -530,14 +544,14 @@ impl Store {
         .bind(plan.as_str())
         .fetch_all(&mut **tx)
         .await)?;
-        let mut customers = Vec::with_capacity(rows.len());
+        let mut changes = AccessChanges::none();
         for row in rows {
-            let c: String = db(row.try_get("customer_id"))?;
+            let c = db(id_col(&row, "customer_id", CustomerId::from_db))?;
             if self.engine == Engine::Postgres {
                 self.notify_access_in(tx, tenant, &c).await?;
             }
-            customers.push(CustomerId::from_db(c));
+            changes.add(tenant, &c);
         }
-        Ok(customers)
+        Ok(changes)
     }
 }

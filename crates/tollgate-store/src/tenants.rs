@@ -1,38 +1,40 @@
 //! Tenants, their settings and their API keys (stored hashed, shown once).
 
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use tollgate_domain::{ApiKeyId, CustomerId, FeeSchedule, TenantId};
+use tollgate_domain::{
+    ApiKeyId, Currency, CustomerId, FeeSchedule, StripePortalConfigurationId, TenantId, Timestamp,
+};
 
 use crate::purchases::Tx;
-use crate::{Result, Store, StoreError, db, hash_secret, now_ms};
+use crate::{
+    AccessChanges, Result, Store, StoreError, db, hash_secret, id_col, opt_id_col, opt_ts_col,
+    ts_col,
+};
 
 /// A tenant and its settings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
-    pub default_currency: String,
+    pub default_currency: Currency,
     pub success_url_template: Option<String>,
     pub cancel_url_template: Option<String>,
     pub portal_return_url_template: Option<String>,
-    pub platform_fee_bps: i64,
-    pub organization_fee_bps: i64,
+    pub fees: FeeSchedule,
     /// Days a past_due subscription keeps its access.
     pub grace_period_days: i64,
     /// What the customer portal offers.
     pub portal: PortalSettings,
     /// The Stripe portal configuration made from `portal` (and the plans on offer).
-    pub stripe_portal_configuration_id: Option<String>,
-    #[serde(skip)]
+    pub stripe_portal_configuration_id: Option<StripePortalConfigurationId>,
     pub stripe_portal_configuration_hash: Option<String>,
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 /// What the customer portal lets a customer do, and what it says at the top.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PortalSettings {
     /// Cancel a subscription (at the end of the period).
     pub cancel: bool,
@@ -59,38 +61,57 @@ impl Default for PortalSettings {
 pub const DEFAULT_GRACE_PERIOD_DAYS: i64 = 3;
 
 impl Tenant {
-    /// The fee schedule; the database's CHECK keeps it valid.
-    pub fn fees(&self) -> FeeSchedule {
-        let bps = |v: i64| u32::try_from(v).unwrap_or(0);
-        FeeSchedule::new(bps(self.platform_fee_bps), bps(self.organization_fee_bps))
-            .unwrap_or_default()
-    }
-
     fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        let bps = |c: &str| -> std::result::Result<u32, sqlx::Error> {
+            let v: i64 = row.try_get(c)?;
+            u32::try_from(v).map_err(|e| sqlx::Error::ColumnDecode {
+                index: c.to_owned(),
+                source: Box::new(e),
+            })
+        };
+        let fees = FeeSchedule::new(bps("platform_fee_bps")?, bps("organization_fee_bps")?)
+            .map_err(|e| sqlx::Error::ColumnDecode {
+                index: "platform_fee_bps".into(),
+                source: Box::new(e),
+            })?;
         Ok(Self {
-            id: TenantId::from_db(row.try_get("id")?),
+            id: id_col(row, "id", TenantId::from_db)?,
             name: row.try_get("name")?,
-            default_currency: row.try_get("default_currency")?,
+            default_currency: Currency::from_db(row.try_get("default_currency")?),
             success_url_template: row.try_get("success_url_template")?,
             cancel_url_template: row.try_get("cancel_url_template")?,
             portal_return_url_template: row.try_get("portal_return_url_template")?,
-            platform_fee_bps: row.try_get("platform_fee_bps")?,
-            organization_fee_bps: row.try_get("organization_fee_bps")?,
+            fees,
             grace_period_days: row.try_get("grace_period_days")?,
             portal: serde_json::from_str(&row.try_get::<String, _>("portal_settings")?)
                 .unwrap_or_default(),
-            stripe_portal_configuration_id: row.try_get("stripe_portal_configuration_id")?,
+            stripe_portal_configuration_id: opt_id_col(
+                row,
+                "stripe_portal_configuration_id",
+                StripePortalConfigurationId::from_db,
+            )?,
             stripe_portal_configuration_hash: row.try_get("stripe_portal_configuration_hash")?,
-            created_at: row.try_get("created_at")?,
+            created_at: ts_col(row, "created_at")?,
         })
     }
+}
+
+/// An API key as listed: never its secret.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
+    /// The secret's last four characters, to tell keys apart.
+    pub last4: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// Settings for a new tenant (or the new values of an update).
 #[derive(Debug, Clone)]
 pub struct NewTenant {
     pub name: String,
-    pub default_currency: String,
+    pub default_currency: Currency,
     pub success_url_template: Option<String>,
     pub cancel_url_template: Option<String>,
     pub portal_return_url_template: Option<String>,
@@ -103,7 +124,7 @@ impl Default for NewTenant {
     fn default() -> Self {
         Self {
             name: String::new(),
-            default_currency: "usd".into(),
+            default_currency: Currency::from_db("usd".into()),
             success_url_template: None,
             cancel_url_template: None,
             portal_return_url_template: None,
@@ -147,7 +168,7 @@ impl Store {
         )
         .bind(id.as_str())
         .bind(&t.name)
-        .bind(&t.default_currency)
+        .bind(t.default_currency.as_str())
         .bind(&t.success_url_template)
         .bind(&t.cancel_url_template)
         .bind(&t.portal_return_url_template)
@@ -155,7 +176,7 @@ impl Store {
         .bind(i64::from(t.fees.organization_bps()))
         .bind(t.grace_period_days)
         .bind(portal_json(&t.portal))
-        .bind(now_ms())
+        .bind(Timestamp::now().secs())
         .execute(&mut *tx)
         .await)?;
         let key = insert_key(&mut tx, &id).await?;
@@ -183,8 +204,14 @@ impl Store {
         rows.iter().map(|r| db(Tenant::from_row(r))).collect()
     }
 
-    /// Replaces a tenant's settings.
-    pub async fn update_tenant(&self, id: &TenantId, t: &NewTenant) -> Result<Tenant> {
+    /// Replaces a tenant's settings. A change of the grace period changes what past_due
+    /// subscriptions grant: those customers are returned (and announced).
+    pub async fn update_tenant(
+        &self,
+        id: &TenantId,
+        t: &NewTenant,
+    ) -> Result<(Tenant, AccessChanges)> {
+        let before = self.tenant(id).await?;
         let mut tx = self.begin().await?;
         let done = db(sqlx::query(
             "UPDATE tenants SET name = $2, default_currency = $3, success_url_template = $4, \
@@ -193,7 +220,7 @@ impl Store {
         )
         .bind(id.as_str())
         .bind(&t.name)
-        .bind(&t.default_currency)
+        .bind(t.default_currency.as_str())
         .bind(&t.success_url_template)
         .bind(&t.cancel_url_template)
         .bind(&t.portal_return_url_template)
@@ -208,27 +235,22 @@ impl Store {
         }
         // The grace period decides what past_due subscriptions grant: every instance
         // re-reads those customers' access.
-        for customer in self.customers_past_due_in(&mut tx, id).await? {
-            self.notify_access_in(&mut tx, id, &customer).await?;
+        let mut changes = AccessChanges::none();
+        if before.grace_period_days != t.grace_period_days {
+            for customer in self.customers_past_due_in(&mut tx, id).await? {
+                self.notify_access_in(&mut tx, id, &customer).await?;
+                changes.add(id, &customer);
+            }
         }
         db(tx.commit().await)?;
-        self.tenant(id).await
-    }
-
-    /// Customers of the tenant with a past_due subscription (their access depends on the
-    /// grace period).
-    pub async fn customers_past_due(&self, tenant: &TenantId) -> Result<Vec<CustomerId>> {
-        let mut tx = self.begin().await?;
-        let customers = self.customers_past_due_in(&mut tx, tenant).await?;
-        db(tx.commit().await)?;
-        Ok(customers.into_iter().map(CustomerId::from_db).collect())
+        Ok((self.tenant(id).await?, changes))
     }
 
     async fn customers_past_due_in(
         &self,
         tx: &mut Tx<'_>,
         tenant: &TenantId,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<CustomerId>> {
         let rows = db(sqlx::query(
             "SELECT DISTINCT customer_id FROM subscriptions WHERE tenant_id = $1 AND status = 'past_due'",
         )
@@ -236,7 +258,7 @@ impl Store {
         .fetch_all(&mut **tx)
         .await)?;
         rows.iter()
-            .map(|r| db(r.try_get::<String, _>("customer_id")))
+            .map(|r| db(id_col(r, "customer_id", CustomerId::from_db)))
             .collect()
     }
 
@@ -244,14 +266,14 @@ impl Store {
     pub async fn set_portal_configuration(
         &self,
         id: &TenantId,
-        stripe_id: &str,
+        stripe_id: &StripePortalConfigurationId,
         hash: &str,
     ) -> Result<()> {
         db(sqlx::query(
             "UPDATE tenants SET stripe_portal_configuration_id = $2, stripe_portal_configuration_hash = $3 WHERE id = $1",
         )
         .bind(id.as_str())
-        .bind(stripe_id)
+        .bind(stripe_id.as_str())
         .bind(hash)
         .execute(&self.pool)
         .await)?;
@@ -274,7 +296,7 @@ impl Store {
         )
         .bind(tenant.as_str())
         .bind(key.as_str())
-        .bind(now_ms())
+        .bind(Timestamp::now().secs())
         .execute(&self.pool)
         .await)?;
         if done.rows_affected() == 0 {
@@ -292,11 +314,33 @@ impl Store {
         .bind(hash_secret(secret))
         .fetch_optional(&self.pool)
         .await)?;
-        Ok(row
-            .map(|r| r.try_get::<String, _>("tenant_id"))
+        row.map(|r| db(id_col(&r, "tenant_id", TenantId::from_db)))
             .transpose()
-            .map_err(StoreError::from_sqlx)?
-            .map(TenantId::from_db))
+    }
+
+    /// A tenant's API keys, newest first (revoked ones too).
+    pub async fn list_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKey>> {
+        self.tenant(tenant).await?;
+        let rows = db(sqlx::query(
+            "SELECT id, tenant_id, last4, created_at, revoked_at FROM api_keys WHERE tenant_id = $1 \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await)?;
+        rows.iter()
+            .map(|r| {
+                db((|| {
+                    Ok(ApiKey {
+                        id: id_col(r, "id", ApiKeyId::from_db)?,
+                        tenant_id: id_col(r, "tenant_id", TenantId::from_db)?,
+                        last4: r.try_get("last4")?,
+                        created_at: ts_col(r, "created_at")?,
+                        revoked_at: opt_ts_col(r, "revoked_at")?,
+                    })
+                })())
+            })
+            .collect()
     }
 }
 
@@ -311,7 +355,7 @@ async fn insert_key(
         .bind(tenant.as_str())
         .bind(hash_secret(&secret))
         .bind(&secret[secret.len() - 4..])
-        .bind(now_ms())
+        .bind(Timestamp::now().secs())
         .execute(&mut **tx)
         .await)?;
     Ok(IssuedKey { id, secret })

@@ -3,49 +3,50 @@
 //! id is the meter event's identifier, which Stripe deduplicates, so a report retried after
 //! a timeout counts once.
 
-use serde::Serialize;
+use std::time::Duration;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use tollgate_domain::{CustomerId, MeterId, TenantId, UsageRecordId};
+use tollgate_domain::status::UsageStatus;
+use tollgate_domain::{CustomerId, MeterId, StripeCustomerId, TenantId, Timestamp, UsageRecordId};
 
-use crate::{Engine, Result, Store, StoreError, db, now_ms};
+use crate::{
+    Constraint, Engine, Result, Store, StoreError, db, enum_col, id_col, opt_id_col, opt_ts_col,
+    ts_col,
+};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct UsageRecord {
     pub id: UsageRecordId,
-    #[serde(skip)]
     pub tenant_id: TenantId,
     pub customer_id: CustomerId,
     pub meter_id: MeterId,
     pub value: i64,
-    /// When the usage happened (Unix seconds).
-    pub occurred_at: i64,
-    /// `pending` (not reported yet), `reported`, or `failed` (Stripe refused it for good).
-    pub status: String,
+    /// When the usage happened.
+    pub occurred_at: Timestamp,
+    pub status: UsageStatus,
     pub attempts: i64,
     pub last_error: Option<String>,
-    pub reported_at: Option<i64>,
-    pub created_at: i64,
-    #[serde(skip)]
+    pub reported_at: Option<Timestamp>,
+    pub created_at: Timestamp,
     pub idempotency_key: String,
-    #[serde(skip)]
     pub lease_token: Option<String>,
 }
 
 impl UsageRecord {
     fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
         Ok(Self {
-            id: UsageRecordId::from_db(row.try_get("id")?),
-            tenant_id: TenantId::from_db(row.try_get("tenant_id")?),
-            customer_id: CustomerId::from_db(row.try_get("customer_id")?),
-            meter_id: MeterId::from_db(row.try_get("meter_id")?),
+            id: id_col(row, "id", UsageRecordId::from_db)?,
+            tenant_id: id_col(row, "tenant_id", TenantId::from_db)?,
+            customer_id: id_col(row, "customer_id", CustomerId::from_db)?,
+            meter_id: id_col(row, "meter_id", MeterId::from_db)?,
             value: row.try_get("value")?,
-            occurred_at: row.try_get("occurred_at")?,
-            status: row.try_get("status")?,
+            occurred_at: ts_col(row, "occurred_at")?,
+            status: enum_col(row, "status", UsageStatus::parse)?,
             attempts: row.try_get("attempts")?,
             last_error: row.try_get("last_error")?,
-            reported_at: row.try_get("reported_at")?,
-            created_at: row.try_get("created_at")?,
+            reported_at: opt_ts_col(row, "reported_at")?,
+            created_at: ts_col(row, "created_at")?,
             idempotency_key: row.try_get("idempotency_key")?,
             lease_token: row.try_get("lease_token")?,
         })
@@ -57,7 +58,7 @@ pub struct NewUsage {
     pub customer_id: CustomerId,
     pub meter_id: MeterId,
     pub value: i64,
-    pub occurred_at: i64,
+    pub occurred_at: Timestamp,
     pub idempotency_key: String,
 }
 
@@ -66,7 +67,7 @@ pub struct NewUsage {
 pub struct UsageToReport {
     pub record: UsageRecord,
     pub stripe_event_name: String,
-    pub stripe_customer_id: Option<String>,
+    pub stripe_customer_id: Option<StripeCustomerId>,
 }
 
 const COLUMNS: &str = "id, tenant_id, customer_id, meter_id, value, occurred_at, status, attempts, last_error, \
@@ -74,13 +75,14 @@ const COLUMNS: &str = "id, tenant_id, customer_id, meter_id, value, occurred_at,
 
 impl Store {
     /// Records usage once per idempotency key: the same key again returns the first record
-    /// (`false`: nothing new); the same key with other usage is a `Conflict`.
+    /// (`false`: nothing new); the same key with other usage is a `Conflict` on
+    /// [`Constraint::UsageRecordsTenantKey`].
     pub async fn record_usage(
         &self,
         tenant: &TenantId,
         u: &NewUsage,
     ) -> Result<(UsageRecord, bool)> {
-        let now = now_ms();
+        let now = Timestamp::now().secs();
         let inserted = db(sqlx::query(
             "INSERT INTO usage_records (id, tenant_id, customer_id, meter_id, value, occurred_at, idempotency_key, status, \
              next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) \
@@ -91,7 +93,7 @@ impl Store {
         .bind(u.customer_id.as_str())
         .bind(u.meter_id.as_str())
         .bind(u.value)
-        .bind(u.occurred_at)
+        .bind(u.occurred_at.secs())
         .bind(&u.idempotency_key)
         .bind(now)
         .execute(&self.pool)
@@ -112,7 +114,7 @@ impl Store {
                 || record.value != u.value
                 || record.occurred_at != u.occurred_at)
         {
-            return Err(StoreError::Conflict("usage_idempotency_key_reused".into()));
+            return Err(StoreError::Conflict(Constraint::UsageRecordsTenantKey));
         }
         Ok((record, inserted))
     }
@@ -136,9 +138,9 @@ impl Store {
         rows.iter().map(|r| db(UsageRecord::from_row(r))).collect()
     }
 
-    /// Claims up to `limit` due records for `lease_ms`, with what reporting them needs.
-    pub async fn claim_usage(&self, limit: i64, lease_ms: i64) -> Result<Vec<UsageToReport>> {
-        let now = now_ms();
+    /// Claims up to `limit` due records for `lease`, with what reporting them needs.
+    pub async fn claim_usage(&self, limit: i64, lease: Duration) -> Result<Vec<UsageToReport>> {
+        let now = Timestamp::now();
         let token = tollgate_domain::ids::random_token();
         let due = "status = 'pending' AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1)";
         let set = "lease_until = $2, lease_token = $3, attempts = attempts + 1";
@@ -155,8 +157,8 @@ impl Store {
             ),
         };
         db(sqlx::query(&sql)
-            .bind(now)
-            .bind(now + lease_ms)
+            .bind(now.secs())
+            .bind(now.plus(lease).secs())
             .bind(&token)
             .bind(limit)
             .execute(&self.pool)
@@ -175,7 +177,11 @@ impl Store {
                 Ok(UsageToReport {
                     record: db(UsageRecord::from_row(r))?,
                     stripe_event_name: db(r.try_get("stripe_event_name"))?,
-                    stripe_customer_id: db(r.try_get("stripe_customer_id"))?,
+                    stripe_customer_id: db(opt_id_col(
+                        r,
+                        "stripe_customer_id",
+                        StripeCustomerId::from_db,
+                    ))?,
                 })
             })
             .collect()
@@ -188,7 +194,7 @@ impl Store {
              WHERE id = $1 AND lease_token = $3",
         )
         .bind(r.id.as_str())
-        .bind(now_ms())
+        .bind(Timestamp::now().secs())
         .bind(&r.lease_token)
         .execute(&self.pool)
         .await)?
@@ -202,19 +208,19 @@ impl Store {
         &self,
         r: &UsageRecord,
         error: &str,
-        retry_at: Option<i64>,
+        retry_at: Option<Timestamp>,
     ) -> Result<bool> {
         let (status, next) = match retry_at {
-            Some(t) => ("pending", t),
-            None => ("failed", now_ms()),
+            Some(t) => (UsageStatus::Pending, t),
+            None => (UsageStatus::Failed, Timestamp::now()),
         };
         Ok(db(sqlx::query(
             "UPDATE usage_records SET status = $2, next_attempt_at = $3, last_error = $4, lease_until = NULL, lease_token = NULL \
              WHERE id = $1 AND lease_token = $5",
         )
         .bind(r.id.as_str())
-        .bind(status)
-        .bind(next)
+        .bind(status.as_str())
+        .bind(next.secs())
         .bind(error)
         .bind(&r.lease_token)
         .execute(&self.pool)

@@ -6,12 +6,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use tollgate_domain::status::SubscriptionStatus;
-use tollgate_domain::{FeeSchedule, TenantId};
+use tollgate_domain::status::{
+    CheckoutMode, InboxStatus, OrderStatus, ProductKind, ProductStatus, PurchaseStatus,
+    RefundReason, SubscriptionStatus,
+};
+use tollgate_domain::{
+    Amount, Currency, Email, FeeSchedule, Split, StripeCustomerId, StripeEventId,
+    StripePaymentIntentId, StripePriceId, StripeRefundId, StripeSubscriptionId,
+    StripeSubscriptionItemId, TenantId, Timestamp,
+};
 use tollgate_store::{
-    IdempotencyOutcome, NewInboxEvent, NewOrder, NewOrderItem, NewPrice, NewProduct, NewPurchase,
-    NewTenant, NewUsage, Store, StoreError, SubscriptionRecord,
+    AccessChanges, Constraint, Engine, IDEMPOTENCY_RETENTION, IdempotencyOutcome, NewInboxEvent,
+    NewOrder, NewOrderItem, NewPrice, NewProduct, NewPurchase, NewTenant, NewUsage, ProductUpdate,
+    Store, StoreError, StripeRefund, SubscriptionRecord,
 };
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -102,13 +111,85 @@ both_engines!(
     an_older_read_of_a_subscription_never_overwrites_a_newer_one,
     usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_reporter,
     two_orders_for_one_product_completed_at_once_make_one_purchase_and_one_duplicate,
+    a_check_violation_or_a_nul_byte_is_refused_not_a_database_error,
 );
+
+fn amount(minor_units: i64) -> Amount {
+    Amount::new(minor_units).unwrap()
+}
+
+fn usd() -> Currency {
+    Currency::parse("usd").unwrap()
+}
+
+fn email(s: &str) -> Email {
+    Email::parse(s).unwrap()
+}
+
+fn pi(s: &str) -> StripePaymentIntentId {
+    StripePaymentIntentId::from_stripe(s)
+}
+
+fn re(s: &str) -> StripeRefundId {
+    StripeRefundId::from_stripe(s)
+}
+
+fn split(platform: i64, organization: i64, creator: i64) -> Split {
+    Split {
+        platform: amount(platform),
+        organization: amount(organization),
+        creator: amount(creator),
+    }
+}
+
+/// Lets a lease taken for `Duration::ZERO` run out, as a dead holder's would. Times are
+/// whole seconds and a lease has run out once the clock is past it: a little over a
+/// second is always enough.
+async fn let_the_lease_run_out() {
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+}
+
+/// How the database refused a raw write: whether it was a CHECK (else a unique index),
+/// and the constraint as the engine names it (PostgreSQL gives the name; SQLite's message
+/// holds the CHECK's name, or the unique index's columns).
+fn refusal(result: Result<sqlx::any::AnyQueryResult, sqlx::Error>, what: &str) -> (bool, String) {
+    let err = match result {
+        Ok(_) => panic!("the database accepted {what}"),
+        Err(e) => e,
+    };
+    let Some(db) = err.as_database_error() else {
+        panic!("{what}: not the database's refusal: {err:?}");
+    };
+    assert!(
+        db.is_check_violation() || db.is_unique_violation(),
+        "{what}: {err:?}"
+    );
+    let named = db
+        .constraint()
+        .map_or_else(|| db.message().to_owned(), str::to_owned);
+    (db.is_check_violation(), named)
+}
+
+/// Asserts that a raw write ran into the unique index that lets a customer own a product
+/// once (PostgreSQL names the index; SQLite names its columns).
+fn assert_owned_once(store: &Store, result: Result<sqlx::any::AnyQueryResult, sqlx::Error>) {
+    let (check, named) = refusal(result, "a second owned purchase of one product");
+    assert!(!check, "{named}");
+    let expected = match store.engine() {
+        Engine::Postgres => Constraint::PurchasesOneActivePerCustomerProduct.name(),
+        Engine::Sqlite => "purchases.tenant_id, purchases.customer_id, purchases.product_id",
+    };
+    assert!(
+        named.contains(expected),
+        "at most one completed, unrefunded purchase per customer and product: {named}"
+    );
+}
 
 async fn tenant(store: &Store, fees: (u32, u32)) -> TenantId {
     let (t, _) = store
         .create_tenant(&NewTenant {
             name: "Acme".into(),
-            default_currency: "usd".into(),
+            default_currency: usd(),
             fees: FeeSchedule::new(fees.0, fees.1).unwrap(),
             ..Default::default()
         })
@@ -117,48 +198,44 @@ async fn tenant(store: &Store, fees: (u32, u32)) -> TenantId {
     t.id
 }
 
+fn new_product(capacity: Option<i64>) -> NewProduct {
+    NewProduct {
+        kind: if capacity.is_some() {
+            ProductKind::Event
+        } else {
+            ProductKind::Course
+        },
+        title: "Rust for billing".into(),
+        description: None,
+        status: ProductStatus::Published,
+        creator_id: Some("creator_1".into()),
+        capacity,
+        metadata: serde_json::Map::new(),
+    }
+}
+
+fn new_price(unit_amount: Amount) -> NewPrice {
+    NewPrice {
+        currency: usd(),
+        unit_amount,
+        recurring: None,
+        lookup_key: None,
+    }
+}
+
 /// A published product with one price; `capacity` makes it an event.
 async fn product(
     store: &Store,
     t: &TenantId,
-    amount: i64,
+    unit_amount: i64,
     capacity: Option<i64>,
 ) -> (tollgate_store::Product, tollgate_store::Price) {
     let p = store
-        .create_product(
-            t,
-            &NewProduct {
-                kind: if capacity.is_some() {
-                    "event"
-                } else {
-                    "course"
-                }
-                .into(),
-                title: "Rust for billing".into(),
-                description: None,
-                status: "published".into(),
-                creator_id: Some("creator_1".into()),
-                capacity,
-                metadata: serde_json::json!({}),
-            },
-        )
+        .create_product(t, &new_product(capacity))
         .await
         .unwrap();
     let price = store
-        .create_price(
-            t,
-            &p.id,
-            &NewPrice {
-                currency: "usd".into(),
-                unit_amount: amount,
-                recurring_interval: None,
-                recurring_interval_count: None,
-                trial_days: None,
-                lookup_key: None,
-                usage_type: "licensed".into(),
-                meter_event_name: None,
-            },
-        )
+        .create_price(t, &p.id, &new_price(amount(unit_amount)))
         .await
         .unwrap();
     (p, price)
@@ -175,43 +252,58 @@ fn item(p: &tollgate_store::Product, price: &tollgate_store::Price, quantity: i6
     }
 }
 
+/// What each item of an order becomes when it is paid.
+fn lines(order: &tollgate_store::Order, exclusive: bool) -> Vec<NewPurchase> {
+    order
+        .items
+        .iter()
+        .map(|i| NewPurchase {
+            order_item_id: i.id.clone(),
+            product_id: i.product_id.clone(),
+            creator_id: None,
+            amount: i.amount,
+            exclusive,
+        })
+        .collect()
+}
+
+fn order_for(
+    customer: &tollgate_store::Customer,
+    items: Vec<NewOrderItem>,
+    fees: FeeSchedule,
+) -> NewOrder {
+    NewOrder {
+        customer_id: Some(customer.id.clone()),
+        email: None,
+        currency: usd(),
+        items,
+        fees,
+        mode: CheckoutMode::Payment,
+    }
+}
+
 async fn paid_order(
     store: &Store,
     t: &TenantId,
     customer: &tollgate_store::Customer,
     items: Vec<NewOrderItem>,
-    pi: &str,
+    payment: &str,
     fees: FeeSchedule,
 ) -> Vec<tollgate_store::Purchase> {
     let order = store
-        .create_order(
-            t,
-            &NewOrder {
-                customer_id: Some(customer.id.clone()),
-                email: None,
-                currency: "usd".into(),
-                items,
-                fees,
-                subscription: false,
-            },
-        )
+        .create_order(t, &order_for(customer, items, fees))
         .await
         .unwrap();
-    let lines: Vec<NewPurchase> = order
-        .items
-        .iter()
-        .map(|i| NewPurchase {
-            order_item_id: i.id.to_string(),
-            product_id: i.product_id.clone(),
-            creator_id: None,
-            amount: i.amount,
-            exclusive: true,
-        })
-        .collect();
-    store
-        .complete_order(t, &order.id, pi, &lines, None)
+    let (purchases, changes) = store
+        .complete_order(t, &order.id, Some(&pi(payment)), &lines(&order, true), None)
         .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(
+        changes,
+        AccessChanges::one(t, &customer.id),
+        "completing an order changes its customer's access"
+    );
+    purchases
 }
 
 async fn migrations_apply_twice_without_change(store: Store) {
@@ -223,7 +315,7 @@ async fn api_keys_are_stored_hashed_and_revocable(store: Store) {
     let (t, key) = store
         .create_tenant(&NewTenant {
             name: "A".into(),
-            default_currency: "usd".into(),
+            default_currency: usd(),
             ..Default::default()
         })
         .await
@@ -233,12 +325,26 @@ async fn api_keys_are_stored_hashed_and_revocable(store: Store) {
         store.tenant_for_key(&key.secret).await.unwrap(),
         Some(t.id.clone())
     );
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE secret_hash = $1")
-        .bind(&key.secret)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(stored, 0, "the secret itself is not stored");
+    let count = |value: String| {
+        let store = store.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM api_keys WHERE secret_hash = $1")
+                .bind(value)
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        count(key.secret.clone()).await,
+        0,
+        "the secret itself is not stored"
+    );
+    assert_eq!(
+        count(tollgate_store::hash_secret(&key.secret)).await,
+        1,
+        "its hash is"
+    );
     let second = store.create_key(&t.id).await.unwrap();
     store.revoke_key(&t.id, &key.id).await.unwrap();
     assert_eq!(store.tenant_for_key(&key.secret).await.unwrap(), None);
@@ -260,7 +366,7 @@ async fn concurrent_get_or_create_makes_one_customer(store: Store) {
         let (store, t) = (store.clone(), t.clone());
         handles.push(tokio::spawn(async move {
             store
-                .get_or_create_customer(&t, "user-1", Some("u@example.com"), None)
+                .get_or_create_customer(&t, "user-1", Some(&email("u@example.com")), None)
                 .await
                 .unwrap()
         }));
@@ -272,6 +378,7 @@ async fn concurrent_get_or_create_makes_one_customer(store: Store) {
         ids.push(c.id);
         created += usize::from(new);
     }
+    ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 1);
     assert_eq!(created, 1);
@@ -286,11 +393,11 @@ async fn an_event_without_seats_rolls_the_whole_order_back(store: Store) {
             &t,
             &NewOrder {
                 customer_id: None,
-                email: Some("a@example.com".into()),
-                currency: "usd".into(),
+                email: Some(email("a@example.com")),
+                currency: usd(),
                 items: vec![item(&event, &event_price, 2)],
                 fees: FeeSchedule::default(),
-                subscription: false,
+                mode: CheckoutMode::Payment,
             },
         )
         .await
@@ -301,33 +408,38 @@ async fn an_event_without_seats_rolls_the_whole_order_back(store: Store) {
             &t,
             &NewOrder {
                 customer_id: None,
-                email: Some("b@example.com".into()),
-                currency: "usd".into(),
+                email: Some(email("b@example.com")),
+                currency: usd(),
                 items: vec![
                     item(&course, &course_price, 1),
                     item(&event, &event_price, 2),
                 ],
                 fees: FeeSchedule::default(),
-                subscription: false,
+                mode: CheckoutMode::Payment,
             },
         )
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, StoreError::Conflict(c) if c.starts_with("sold_out:")),
+        matches!(&err, StoreError::SoldOut(p) if *p == event.id),
         "{err:?}"
     );
     let orders = store.list_orders(&t, None, 10, None).await.unwrap();
     assert_eq!(orders.len(), 1, "the sold-out order left no rows");
+    assert_eq!(orders[0].id, first.id);
     assert_eq!(store.seats_taken(&t, &event.id).await.unwrap(), 2);
     // Expiring the first order frees its seats.
     assert!(
         store
-            .close_order(&t, &first.id, "expired", None)
+            .close_order(&t, &first.id, OrderStatus::Expired, None)
             .await
             .unwrap()
     );
     assert_eq!(store.seats_taken(&t, &event.id).await.unwrap(), 0);
+    assert_eq!(
+        store.order(&t, &first.id).await.unwrap().status,
+        OrderStatus::Expired
+    );
 }
 
 async fn completing_an_order_twice_records_each_purchase_once_with_its_split(store: Store) {
@@ -342,55 +454,39 @@ async fn completing_an_order_twice_records_each_purchase_once_with_its_split(sto
     let order = store
         .create_order(
             &t,
-            &NewOrder {
-                customer_id: Some(c.id.clone()),
-                email: None,
-                currency: "usd".into(),
-                items: vec![item(&a, &pa, 1), item(&b, &pb, 1)],
-                fees,
-                subscription: false,
-            },
+            &order_for(&c, vec![item(&a, &pa, 1), item(&b, &pb, 1)], fees),
         )
         .await
         .unwrap();
-    assert_eq!(order.amount_total, 2999);
-    let lines: Vec<NewPurchase> = order
-        .items
-        .iter()
-        .map(|i| NewPurchase {
-            order_item_id: i.id.to_string(),
-            product_id: i.product_id.clone(),
-            creator_id: None,
-            amount: i.amount,
-            exclusive: true,
-        })
-        .collect();
-    let first = store
-        .complete_order(&t, &order.id, "pi_1", &lines, None)
+    assert_eq!(order.amount_total, amount(2999));
+    let lines = lines(&order, true);
+    let (first, changes) = store
+        .complete_order(&t, &order.id, Some(&pi("pi_1")), &lines, None)
         .await
         .unwrap();
-    let again = store
-        .complete_order(&t, &order.id, "pi_1", &lines, None)
+    assert_eq!(changes, AccessChanges::one(&t, &c.id));
+    let (again, changes) = store
+        .complete_order(&t, &order.id, Some(&pi("pi_1")), &lines, None)
         .await
         .unwrap();
+    assert!(
+        changes.is_empty(),
+        "completing a completed order changes nobody's access"
+    );
     assert_eq!(first.len(), 2);
     assert_eq!(
         first.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
         again.iter().map(|p| p.id.clone()).collect::<Vec<_>>()
     );
     let p = first.iter().find(|p| p.product_id == a.id).unwrap();
-    assert_eq!(
-        (
-            p.amount,
-            p.platform_fee,
-            p.organization_fee,
-            p.creator_payout
-        ),
-        (999, 99, 24, 876)
-    );
+    assert_eq!((p.amount, p.split), (amount(999), split(99, 24, 876)));
+    assert_eq!(p.status, PurchaseStatus::Completed);
+    assert_eq!(p.stripe_payment_intent_id, Some(pi("pi_1")));
+    assert_eq!(p.refunded_amount(), Amount::ZERO);
+    assert_eq!(p.refundable_amount(), amount(999));
     assert_eq!(
         store.order(&t, &order.id).await.unwrap().status,
-        "completed"
+        OrderStatus::Completed
     );
     assert_eq!(store.grants_for_customer(&t, &c.id).await.unwrap().len(), 2);
 }
@@ -411,19 +507,36 @@ async fn the_database_refuses_a_split_that_does_not_add_up(store: Store) {
         FeeSchedule::default(),
     )
     .await;
-    let err = sqlx::query("UPDATE purchases SET creator_payout = creator_payout + 1 WHERE id = $1")
-        .bind(purchases[0].id.as_str())
-        .execute(store.pool())
-        .await;
+    let result =
+        sqlx::query("UPDATE purchases SET creator_payout = creator_payout + 1 WHERE id = $1")
+            .bind(purchases[0].id.as_str())
+            .execute(store.pool())
+            .await;
+    let (check, named) = refusal(result, "a split that does not add up");
+    assert!(check, "{named}");
     assert!(
-        err.is_err(),
-        "CHECK amount = platform + organization + creator"
+        named.contains(Constraint::PurchasesSplitAddsUp.name()),
+        "CHECK amount = platform + organization + creator: {named}"
     );
-    let err = sqlx::query("UPDATE purchases SET refunded_amount = amount + 1 WHERE id = $1")
+    let result = sqlx::query("UPDATE purchases SET refunded_amount = amount + 1 WHERE id = $1")
         .bind(purchases[0].id.as_str())
         .execute(store.pool())
         .await;
-    assert!(err.is_err(), "a refund cannot exceed the amount");
+    let (check, named) = refusal(result, "a refund above the amount");
+    assert!(check, "{named}");
+    // Refunded parts that add up to more than the amount would also break their own
+    // CHECKs, so the engine may name either.
+    assert!(
+        named.contains(Constraint::PurchasesRefundWithinAmount.name())
+            || named.contains("purchases_refund_split_adds_up"),
+        "a refund cannot exceed the amount: {named}"
+    );
+    let after = store.purchase(&t, &purchases[0].id).await.unwrap();
+    assert_eq!(
+        (after.split, after.refunded_amount()),
+        (purchases[0].split, Amount::ZERO),
+        "the refused writes changed nothing"
+    );
 }
 
 async fn a_second_paid_order_for_an_owned_product_is_recorded_but_grants_nothing(store: Store) {
@@ -451,23 +564,20 @@ async fn a_second_paid_order_for_an_owned_product_is_recorded_but_grants_nothing
         FeeSchedule::default(),
     )
     .await;
-    assert_eq!(second[0].status, "failed");
+    assert_eq!(second[0].status, PurchaseStatus::Failed);
     assert_eq!(
-        second[0].refund_reason.as_deref(),
-        Some("duplicate_purchase")
+        second[0].refund_reason,
+        Some(RefundReason::DuplicatePurchase)
     );
     assert_eq!(store.grants_for_customer(&t, &c.id).await.unwrap().len(), 1);
     // The partial unique index holds even against a direct write.
-    let err = sqlx::query(
+    let result = sqlx::query(
         "UPDATE purchases SET status = 'completed', refund_reason = NULL WHERE id = $1",
     )
     .bind(second[0].id.as_str())
     .execute(store.pool())
     .await;
-    assert!(
-        err.is_err(),
-        "at most one completed, unrefunded purchase per customer and product"
-    );
+    assert_owned_once(&store, result);
 }
 
 async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store: Store) {
@@ -481,46 +591,52 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
     let p = paid_order(&store, &t, &c, vec![item(&a, &pa, 1)], "pi_1", fees)
         .await
         .remove(0);
-    let after = store
-        .record_refund(&t, &p.id, 400, Some("requested_by_customer"), "re_1", None)
+    let (after, changes) = store
+        .record_refund(
+            &t,
+            &p.id,
+            amount(400),
+            Some(RefundReason::RequestedByCustomer),
+            &re("re_1"),
+            None,
+        )
         .await
         .unwrap();
-    assert_eq!(after.status, "partially_refunded");
-    assert_eq!(
-        (
-            after.refunded_platform_fee,
-            after.refunded_organization_fee,
-            after.refunded_creator_payout
-        ),
-        (40, 20, 340)
-    );
+    assert_eq!(changes, AccessChanges::one(&t, &c.id));
+    assert_eq!(after.status, PurchaseStatus::PartiallyRefunded);
+    assert_eq!(after.refunded, split(40, 20, 340));
+    assert_eq!(after.refundable_amount(), amount(600));
     assert!(after.grants_access(), "a partial refund keeps access");
-    let again = store
-        .record_refund(&t, &p.id, 400, None, "re_1", None)
+    let (again, changes) = store
+        .record_refund(&t, &p.id, amount(400), None, &re("re_1"), None)
         .await
         .unwrap();
     assert_eq!(
-        again.refunded_amount, 400,
+        again.refunded_amount(),
+        amount(400),
         "the same Stripe refund is recorded once"
     );
+    assert!(changes.is_empty(), "and changes nobody's access again");
     let err = store
-        .record_refund(&t, &p.id, 601, None, "re_2", None)
+        .record_refund(&t, &p.id, amount(601), None, &re("re_2"), None)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)));
-    let full = store
-        .record_refund(&t, &p.id, 600, None, "re_3", None)
+    assert!(
+        matches!(&err, StoreError::Refused(m) if m.contains("exceeds")),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.purchase(&t, &p.id).await.unwrap().refunded_amount(),
+        amount(400),
+        "a refused refund records nothing"
+    );
+    let (full, _) = store
+        .record_refund(&t, &p.id, amount(600), None, &re("re_3"), None)
         .await
         .unwrap();
-    assert_eq!(full.status, "refunded");
-    assert_eq!(
-        (
-            full.refunded_platform_fee,
-            full.refunded_organization_fee,
-            full.refunded_creator_payout
-        ),
-        (100, 50, 850)
-    );
+    assert_eq!(full.status, PurchaseStatus::Refunded);
+    assert_eq!(full.refunded, split(100, 50, 850));
+    assert_eq!(full.refundable_amount(), Amount::ZERO);
     assert!(
         store
             .grants_for_customer(&t, &c.id)
@@ -528,9 +644,27 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
             .unwrap()
             .is_empty()
     );
+    // Both refunds, each with its share of the split (times are whole seconds, so two
+    // refunds of one second may be listed either way round).
+    let mut refunds: Vec<_> = store
+        .refunds_for_purchase(&t, &p.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.amount, r.split, r.stripe_refund_id, r.reason))
+        .collect();
+    refunds.sort_by_key(|r| r.0);
     assert_eq!(
-        store.refunds_for_purchase(&t, &p.id).await.unwrap().len(),
-        2
+        refunds,
+        [
+            (
+                amount(400),
+                split(40, 20, 340),
+                Some(re("re_1")),
+                Some(RefundReason::RequestedByCustomer)
+            ),
+            (amount(600), split(60, 30, 510), Some(re("re_3")), None),
+        ]
     );
     // Refunds made in Stripe: a known id is skipped, a new one is spread over purchases.
     let (b, pb) = product(&store, &t, 700, None).await;
@@ -544,25 +678,36 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
         fees,
     )
     .await;
-    let list = store
-        .record_external_refunds(&t, "pi_cart", &[("re_ext".into(), 800, None)], None)
+    let external = [StripeRefund {
+        id: re("re_ext"),
+        amount: amount(800),
+        purchase: None,
+    }];
+    let (list, changes) = store
+        .record_external_refunds(&t, &pi("pi_cart"), &external, None)
         .await
         .unwrap();
     assert_eq!(
-        list.iter().map(|p| p.refunded_amount).collect::<Vec<_>>(),
-        [700, 100]
+        list.iter().map(|p| p.refunded_amount()).collect::<Vec<_>>(),
+        [amount(700), amount(100)]
     );
-    let list = store
-        .record_external_refunds(&t, "pi_cart", &[("re_ext".into(), 800, None)], None)
+    assert_eq!(changes, AccessChanges::one(&t, &c.id));
+    let (list, changes) = store
+        .record_external_refunds(&t, &pi("pi_cart"), &external, None)
         .await
         .unwrap();
     assert_eq!(
-        list.iter().map(|p| p.refunded_amount).collect::<Vec<_>>(),
-        [700, 100],
+        list.iter().map(|p| p.refunded_amount()).collect::<Vec<_>>(),
+        [amount(700), amount(100)],
         "idempotent"
     );
+    assert!(changes.is_empty(), "a known refund changes nothing");
     // A dispute freezes access; winning it thaws it.
-    store.set_disputed(&t, "pi_cart", true, None).await.unwrap();
+    let (_, changes) = store
+        .set_disputed(&t, &pi("pi_cart"), true, None)
+        .await
+        .unwrap();
+    assert_eq!(changes, AccessChanges::one(&t, &c.id));
     assert!(
         store
             .grants_for_customer(&t, &c.id)
@@ -570,20 +715,23 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
             .unwrap()
             .is_empty()
     );
-    store
-        .set_disputed(&t, "pi_cart", false, None)
+    let (_, changes) = store
+        .set_disputed(&t, &pi("pi_cart"), false, None)
         .await
         .unwrap();
+    assert_eq!(changes, AccessChanges::one(&t, &c.id));
     assert_eq!(store.grants_for_customer(&t, &c.id).await.unwrap().len(), 1);
 }
 
 async fn inbox_keeps_one_copy_and_one_worker_holds_an_event(store: Store) {
+    let evt_1 = StripeEventId::from_stripe("evt_1");
+    let evt_2 = StripeEventId::from_stripe("evt_2");
     let e = NewInboxEvent {
-        event_id: "evt_1",
+        event_id: &evt_1,
         event_type: "checkout.session.completed",
         tenant_id: None,
         payload: "{}",
-        event_created: 1,
+        event_created: Timestamp::from_secs(1),
     };
     assert!(store.inbox_insert(&e).await.unwrap());
     assert!(
@@ -594,7 +742,7 @@ async fn inbox_keeps_one_copy_and_one_worker_holds_an_event(store: Store) {
     for _ in 0..8 {
         let store = store.clone();
         handles.push(tokio::spawn(async move {
-            store.inbox_claim(30_000).await.unwrap()
+            store.inbox_claim(Duration::from_secs(30)).await.unwrap()
         }));
     }
     let mut claims = Vec::new();
@@ -602,49 +750,87 @@ async fn inbox_keeps_one_copy_and_one_worker_holds_an_event(store: Store) {
         claims.extend(h.await.unwrap());
     }
     assert_eq!(claims.len(), 1, "exactly one worker holds the event");
-    assert!(store.inbox_mark(&claims[0], "processed").await.unwrap());
-    assert!(store.inbox_claim(30_000).await.unwrap().is_none());
-    // An expired lease (a dead worker) lets another claim it.
-    store
-        .inbox_insert(&NewInboxEvent {
-            event_id: "evt_2",
-            ..e
-        })
-        .await
-        .unwrap();
-    let lapsed = store.inbox_claim(-1).await.unwrap().unwrap();
-    let again = store.inbox_claim(30_000).await.unwrap().unwrap();
-    assert_eq!((again.event_id.as_str(), again.attempts), ("evt_2", 2));
-    // The worker whose lease ran out can no longer mark or fail what the other one holds.
-    assert!(!store.inbox_mark(&lapsed, "processed").await.unwrap());
-    assert!(!store.inbox_fail(&lapsed, "late", None).await.unwrap());
-    assert_eq!(
-        store.inbox_event("evt_2").await.unwrap().unwrap().status,
-        "pending"
-    );
-    assert!(store.inbox_mark(&again, "processed").await.unwrap());
-}
-
-async fn failed_events_retry_then_dead_letter_and_replay(store: Store) {
-    store
-        .inbox_insert(&NewInboxEvent {
-            event_id: "evt_f",
-            event_type: "x",
-            tenant_id: Some("ten_1"),
-            payload: "{}",
-            event_created: 1,
-        })
-        .await
-        .unwrap();
-    let claim = store.inbox_claim(30_000).await.unwrap().unwrap();
     assert!(
         store
-            .inbox_fail(&claim, "boom", Some(tollgate_store::now_ms() + 60_000))
+            .inbox_mark(&claims[0], InboxStatus::Processed)
             .await
             .unwrap()
     );
     assert!(
-        store.inbox_claim(30_000).await.unwrap().is_none(),
+        store
+            .inbox_claim(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // An expired lease (a dead worker) lets another claim it.
+    store
+        .inbox_insert(&NewInboxEvent {
+            event_id: &evt_2,
+            ..e
+        })
+        .await
+        .unwrap();
+    let lapsed = store.inbox_claim(Duration::ZERO).await.unwrap().unwrap();
+    let_the_lease_run_out().await;
+    let again = store
+        .inbox_claim(Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&again.event_id, again.attempts), (&evt_2, 2));
+    // The worker whose lease ran out can no longer mark or fail what the other one holds.
+    assert!(
+        !store
+            .inbox_mark(&lapsed, InboxStatus::Processed)
+            .await
+            .unwrap()
+    );
+    assert!(!store.inbox_fail(&lapsed, "late", None).await.unwrap());
+    assert_eq!(
+        store.inbox_event(&evt_2).await.unwrap().unwrap().status,
+        InboxStatus::Pending
+    );
+    assert!(
+        store
+            .inbox_mark(&again, InboxStatus::Processed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.inbox_event(&evt_2).await.unwrap().unwrap().status,
+        InboxStatus::Processed
+    );
+}
+
+async fn failed_events_retry_then_dead_letter_and_replay(store: Store) {
+    let evt_f = StripeEventId::from_stripe("evt_f");
+    let t = tenant(&store, (0, 0)).await;
+    let lease = Duration::from_secs(30);
+    store
+        .inbox_insert(&NewInboxEvent {
+            event_id: &evt_f,
+            event_type: "x",
+            tenant_id: Some(&t),
+            payload: "{}",
+            event_created: Timestamp::from_secs(1),
+        })
+        .await
+        .unwrap();
+    let claim = store.inbox_claim(lease).await.unwrap().unwrap();
+    assert_eq!(claim.tenant_id.as_ref(), Some(&t));
+    assert!(
+        store
+            .inbox_fail(
+                &claim,
+                "boom",
+                Some(Timestamp::now().plus(Duration::from_secs(60)))
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.inbox_claim(lease).await.unwrap().is_none(),
         "not due yet"
     );
     // Due again (as if the minute had passed), it fails for good.
@@ -652,24 +838,29 @@ async fn failed_events_retry_then_dead_letter_and_replay(store: Store) {
         .execute(store.pool())
         .await
         .unwrap();
-    let claim = store.inbox_claim(30_000).await.unwrap().unwrap();
+    let claim = store.inbox_claim(lease).await.unwrap().unwrap();
     assert!(store.inbox_fail(&claim, "boom", None).await.unwrap());
-    let dead = store.inbox_event("evt_f").await.unwrap().unwrap();
+    let dead = store.inbox_event(&evt_f).await.unwrap().unwrap();
     assert_eq!(
-        (dead.status.as_str(), dead.last_error.as_deref()),
-        ("dead", Some("boom"))
+        (dead.status, dead.last_error.as_deref()),
+        (InboxStatus::Dead, Some("boom"))
     );
-    assert!(store.inbox_replay("evt_f").await.unwrap());
+    assert!(
+        store.inbox_claim(lease).await.unwrap().is_none(),
+        "a dead letter is not claimed"
+    );
+    assert!(store.inbox_replay(&evt_f).await.unwrap());
     assert_eq!(
-        store.inbox_claim(30_000).await.unwrap().unwrap().event_id,
-        "evt_f"
+        store.inbox_claim(lease).await.unwrap().unwrap().event_id,
+        evt_f
     );
 }
 
 async fn idempotency_keys_replay_and_refuse_other_bodies(store: Store) {
     let t = tenant(&store, (0, 0)).await;
     let t = t.as_str();
-    let begin = |scope: &str, key: &str, hash: &str, lock: i64| {
+    let minute = Duration::from_secs(60);
+    let begin = |scope: &str, key: &str, hash: &str, lock: Duration| {
         let (store, scope, key, hash) = (
             store.clone(),
             scope.to_owned(),
@@ -684,11 +875,11 @@ async fn idempotency_keys_replay_and_refuse_other_bodies(store: Store) {
         }
     };
     assert_eq!(
-        begin(t, "k", "h1", 60_000).await,
+        begin(t, "k", "h1", minute).await,
         IdempotencyOutcome::Proceed
     );
     assert_eq!(
-        begin(t, "k", "h1", 60_000).await,
+        begin(t, "k", "h1", minute).await,
         IdempotencyOutcome::InProgress
     );
     store
@@ -696,32 +887,36 @@ async fn idempotency_keys_replay_and_refuse_other_bodies(store: Store) {
         .await
         .unwrap();
     assert_eq!(
-        begin(t, "k", "h1", 60_000).await,
+        begin(t, "k", "h1", minute).await,
         IdempotencyOutcome::Replay {
             status: 200,
             body: "{\"ok\":true}".into()
         }
     );
     assert_eq!(
-        begin(t, "k", "h2", 60_000).await,
+        begin(t, "k", "h2", minute).await,
         IdempotencyOutcome::Mismatch
     );
     let other = tenant(&store, (0, 0)).await;
     assert_eq!(
-        begin(other.as_str(), "k", "h2", 60_000).await,
+        begin(other.as_str(), "k", "h2", minute).await,
         IdempotencyOutcome::Proceed,
         "keys are per tenant"
     );
     assert_eq!(
-        begin("operator", "k", "h3", 60_000).await,
+        begin("operator", "k", "h3", minute).await,
         IdempotencyOutcome::Proceed,
         "and the operator's are its own"
     );
     // A request that died holding its key gives it up once its lock runs out: of several
     // retries arriving together, exactly one takes it over.
-    assert_eq!(begin(t, "dead", "h", -1).await, IdempotencyOutcome::Proceed);
+    assert_eq!(
+        begin(t, "dead", "h", Duration::ZERO).await,
+        IdempotencyOutcome::Proceed
+    );
+    let_the_lease_run_out().await;
     let retries: Vec<_> = (0..6)
-        .map(|_| tokio::spawn(begin(t, "dead", "h", 60_000)))
+        .map(|_| tokio::spawn(begin(t, "dead", "h", minute)))
         .collect();
     let mut outcomes = Vec::new();
     for r in retries {
@@ -735,21 +930,42 @@ async fn idempotency_keys_replay_and_refuse_other_bodies(store: Store) {
         1,
         "{outcomes:?}"
     );
+    assert!(
+        outcomes.iter().all(|o| matches!(
+            o,
+            IdempotencyOutcome::Proceed | IdempotencyOutcome::InProgress
+        )),
+        "{outcomes:?}"
+    );
     // Released keys run again; finished ones are kept until they are a day old.
     store.idempotency_release(t, "dead").await.unwrap();
     assert_eq!(
-        begin(t, "dead", "h", 60_000).await,
+        begin(t, "dead", "h", minute).await,
         IdempotencyOutcome::Proceed
     );
     assert_eq!(store.idempotency_prune().await.unwrap(), 0);
-    sqlx::query("UPDATE idempotency_keys SET created_at = $1 WHERE idempotency_key = 'k'")
-        .bind(tollgate_store::now_ms() - tollgate_store::IDEMPOTENCY_RETENTION_MS - 1)
-        .execute(store.pool())
-        .await
-        .unwrap();
+    let backdate = |age: i64| {
+        let store = store.clone();
+        async move {
+            sqlx::query("UPDATE idempotency_keys SET created_at = $1 WHERE idempotency_key = 'k'")
+                .bind(Timestamp::now().secs() - age)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+    };
+    let day = i64::try_from(IDEMPOTENCY_RETENTION.as_secs()).unwrap();
+    backdate(day - 60).await;
+    assert_eq!(
+        store.idempotency_prune().await.unwrap(),
+        0,
+        "kept until a day old"
+    );
+    backdate(day + 1).await;
+    // Of the three `k`s (two tenants' and the operator's), only the first tenant's finished.
     assert_eq!(store.idempotency_prune().await.unwrap(), 1);
     assert_eq!(
-        begin(t, "k", "h2", 60_000).await,
+        begin(t, "k", "h2", minute).await,
         IdempotencyOutcome::Proceed
     );
 }
@@ -761,33 +977,30 @@ async fn event_tickets_may_be_bought_again_but_a_partly_refunded_course_may_not(
         .await
         .unwrap();
     let (event, event_price) = product(&store, &t, 500, Some(10)).await;
-    for pi in ["pi_e1", "pi_e2"] {
+    for payment in ["pi_e1", "pi_e2"] {
         let order = store
             .create_order(
                 &t,
-                &NewOrder {
-                    customer_id: Some(c.id.clone()),
-                    email: None,
-                    currency: "usd".into(),
-                    items: vec![item(&event, &event_price, 2)],
-                    fees: FeeSchedule::default(),
-                    subscription: false,
-                },
+                &order_for(
+                    &c,
+                    vec![item(&event, &event_price, 2)],
+                    FeeSchedule::default(),
+                ),
             )
             .await
             .unwrap();
-        let lines = vec![NewPurchase {
-            order_item_id: order.items[0].id.to_string(),
-            product_id: event.id.clone(),
-            creator_id: None,
-            amount: 1000,
-            exclusive: false,
-        }];
-        let done = store
-            .complete_order(&t, &order.id, pi, &lines, None)
+        let lines = lines(&order, false);
+        assert_eq!(lines[0].amount, amount(1000));
+        let (done, changes) = store
+            .complete_order(&t, &order.id, Some(&pi(payment)), &lines, None)
             .await
             .unwrap();
-        assert_eq!(done[0].status, "completed", "more seats for the same event");
+        assert_eq!(
+            done[0].status,
+            PurchaseStatus::Completed,
+            "more seats for the same event"
+        );
+        assert_eq!(changes, AccessChanges::one(&t, &c.id));
     }
     assert_eq!(store.seats_taken(&t, &event.id).await.unwrap(), 4);
     // A course refunded in part still grants access, so it still counts as owned.
@@ -802,10 +1015,11 @@ async fn event_tickets_may_be_bought_again_but_a_partly_refunded_course_may_not(
     )
     .await
     .remove(0);
-    store
-        .record_refund(&t, &first.id, 100, None, "re_part", None)
+    let (partly, _) = store
+        .record_refund(&t, &first.id, amount(100), None, &re("re_part"), None)
         .await
         .unwrap();
+    assert_eq!(partly.status, PurchaseStatus::PartiallyRefunded);
     let second = paid_order(
         &store,
         &t,
@@ -817,24 +1031,46 @@ async fn event_tickets_may_be_bought_again_but_a_partly_refunded_course_may_not(
     .await
     .remove(0);
     assert_eq!(
-        (second.status.as_str(), second.refund_reason.as_deref()),
-        ("failed", Some(tollgate_store::DUPLICATE_PURCHASE))
+        (second.status, second.refund_reason),
+        (
+            PurchaseStatus::Failed,
+            Some(RefundReason::DuplicatePurchase)
+        )
     );
     let owed = store
         .unrefunded_duplicates(&t, &second.order_id)
         .await
         .unwrap();
     assert_eq!(owed.len(), 1, "the duplicate waits for its refund");
-    let err = sqlx::query("UPDATE purchases SET status = 'completed' WHERE id = $1")
+    assert_eq!(owed[0].id, second.id);
+    assert_eq!(
+        store.orders_with_unrefunded_duplicates(10).await.unwrap(),
+        [(t.clone(), second.order_id.clone())]
+    );
+    let result = sqlx::query("UPDATE purchases SET status = 'completed' WHERE id = $1")
         .bind(second.id.as_str())
         .execute(store.pool())
         .await;
-    assert!(err.is_err(), "the index counts partly refunded purchases");
-    let refunded = store
-        .record_refund(&t, &second.id, 1000, Some("duplicate"), "re_dup", None)
+    // The index counts partly refunded purchases.
+    assert_owned_once(&store, result);
+    let (refunded, changes) = store
+        .record_refund(
+            &t,
+            &second.id,
+            amount(1000),
+            Some(RefundReason::Duplicate),
+            &re("re_dup"),
+            None,
+        )
         .await
         .unwrap();
-    assert_eq!(refunded.status, "refunded");
+    assert_eq!(refunded.status, PurchaseStatus::Refunded);
+    assert_eq!(
+        refunded.refund_reason,
+        Some(RefundReason::DuplicatePurchase),
+        "the first reason stands"
+    );
+    assert_eq!(changes, AccessChanges::one(&t, &c.id));
     assert!(
         store
             .unrefunded_duplicates(&t, &second.order_id)
@@ -854,52 +1090,47 @@ async fn event_tickets_may_be_bought_again_but_a_partly_refunded_course_may_not(
 
 async fn the_split_follows_the_fee_schedule_the_order_was_placed_under(store: Store) {
     let t = tenant(&store, (1000, 0)).await;
-    let placed_under = store.tenant(&t).await.unwrap().fees();
+    let placed_under = store.tenant(&t).await.unwrap().fees;
     let (c, _) = store
         .get_or_create_customer(&t, "u", None, None)
         .await
         .unwrap();
     let (a, pa) = product(&store, &t, 1000, None).await;
     let order = store
-        .create_order(
-            &t,
-            &NewOrder {
-                customer_id: Some(c.id.clone()),
-                email: None,
-                currency: "usd".into(),
-                items: vec![item(&a, &pa, 1)],
-                fees: placed_under,
-                subscription: false,
-            },
-        )
+        .create_order(&t, &order_for(&c, vec![item(&a, &pa, 1)], placed_under))
         .await
         .unwrap();
     // The tenant moves to 30% while the payment is under way.
-    store
+    let (moved, changes) = store
         .update_tenant(
             &t,
             &NewTenant {
                 name: "Acme".into(),
-                default_currency: "usd".into(),
+                default_currency: usd(),
                 fees: FeeSchedule::new(3000, 0).unwrap(),
                 ..Default::default()
             },
         )
         .await
         .unwrap();
+    assert_eq!(moved.fees, FeeSchedule::new(3000, 0).unwrap());
+    assert!(
+        changes.is_empty(),
+        "fees change nobody's access (the grace period is unchanged)"
+    );
     let lines = vec![NewPurchase {
-        order_item_id: order.items[0].id.to_string(),
+        order_item_id: order.items[0].id.clone(),
         product_id: a.id.clone(),
         creator_id: None,
-        amount: 1000,
+        amount: amount(1000),
         exclusive: true,
     }];
-    let p = store
-        .complete_order(&t, &order.id, "pi_f", &lines, None)
+    let (mut purchases, _) = store
+        .complete_order(&t, &order.id, Some(&pi("pi_f")), &lines, None)
         .await
-        .unwrap()
-        .remove(0);
-    assert_eq!((p.platform_fee, p.creator_payout), (100, 900));
+        .unwrap();
+    let p = purchases.remove(0);
+    assert_eq!(p.split, split(100, 0, 900));
 }
 
 async fn one_stripe_refund_recorded_by_the_api_and_the_worker_at_once_counts_once(store: Store) {
@@ -920,52 +1151,78 @@ async fn one_stripe_refund_recorded_by_the_api_and_the_worker_at_once_counts_onc
     .await
     .remove(0);
     for round in 0..5 {
-        let refund = format!("re_race_{round}");
+        let refund = re(&format!("re_race_{round}"));
         let api = {
             let (store, t, id, refund) = (store.clone(), t.clone(), p.id.clone(), refund.clone());
-            tokio::spawn(
-                async move { store.record_refund(&t, &id, 100, None, &refund, None).await },
-            )
+            tokio::spawn(async move {
+                store
+                    .record_refund(&t, &id, amount(100), None, &refund, None)
+                    .await
+            })
         };
         let worker = {
             let (store, t, id, refund) = (store.clone(), t.clone(), p.id.clone(), refund.clone());
             tokio::spawn(async move {
                 store
-                    .record_external_refunds(&t, "pi_r", &[(refund, 100, Some(id))], None)
+                    .record_external_refunds(
+                        &t,
+                        &pi("pi_r"),
+                        &[StripeRefund {
+                            id: refund,
+                            amount: amount(100),
+                            purchase: Some(id),
+                        }],
+                        None,
+                    )
                     .await
             })
         };
-        api.await.unwrap().unwrap();
-        worker.await.unwrap().unwrap();
+        let (_, by_api) = api.await.unwrap().unwrap();
+        let (_, by_worker) = worker.await.unwrap().unwrap();
+        // Whichever came second found the refund recorded and changed nothing.
+        let mut landed = by_api;
+        landed.merge(by_worker);
+        assert_eq!(landed, AccessChanges::one(&t, &c.id), "round {round}");
     }
     let after = store.purchase(&t, &p.id).await.unwrap();
-    assert_eq!(after.refunded_amount, 500, "five refunds of 100, each once");
+    assert_eq!(
+        after.refunded_amount(),
+        amount(500),
+        "five refunds of 100, each once"
+    );
     assert_eq!(
         store.refunds_for_purchase(&t, &p.id).await.unwrap().len(),
         5
     );
     // Refunds of one purchase take turns.
-    assert!(store.refund_lock(&t, &p.id, 60_000).await.unwrap());
-    assert!(!store.refund_lock(&t, &p.id, 60_000).await.unwrap());
+    let minute = Duration::from_secs(60);
+    assert!(store.refund_lock(&t, &p.id, minute).await.unwrap());
+    assert!(!store.refund_lock(&t, &p.id, minute).await.unwrap());
     store.refund_unlock(&t, &p.id).await.unwrap();
-    assert!(store.refund_lock(&t, &p.id, -1).await.unwrap());
+    assert!(store.refund_lock(&t, &p.id, Duration::ZERO).await.unwrap());
+    let_the_lease_run_out().await;
     assert!(
-        store.refund_lock(&t, &p.id, 60_000).await.unwrap(),
+        store.refund_lock(&t, &p.id, minute).await.unwrap(),
         "a lease whose holder died runs out"
+    );
+    assert!(
+        !store.refund_lock(&t, &p.id, minute).await.unwrap(),
+        "and the new holder's lease holds"
     );
 }
 
 async fn pending_orders_left_behind_are_found_for_the_sweep(store: Store) {
     let t = tenant(&store, (0, 0)).await;
     let (a, pa) = product(&store, &t, 1000, None).await;
-    let order = |email: &str| NewOrder {
+    let order = |address: &str| NewOrder {
         customer_id: None,
-        email: Some(email.into()),
-        currency: "usd".into(),
+        email: Some(email(address)),
+        currency: usd(),
         items: vec![item(&a, &pa, 1)],
         fees: FeeSchedule::default(),
-        subscription: false,
+        mode: CheckoutMode::Payment,
     };
+    let hour = Duration::from_secs(3600);
     let orphan = store
         .create_order(&t, &order("a@example.com"))
         .await
@@ -974,21 +1231,28 @@ async fn pending_orders_left_behind_are_found_for_the_sweep(store: Store) {
         .create_order(&t, &order("b@example.com"))
         .await
         .unwrap();
-    let now = tollgate_store::now_ms();
+    let now = Timestamp::now();
+    let cs_live = tollgate_domain::StripeCheckoutSessionId::from_stripe("cs_live");
+    let cs_old = tollgate_domain::StripeCheckoutSessionId::from_stripe("cs_old");
     store
-        .attach_checkout_session(&t, &live.id, "cs_live", None, Some(now / 1000 + 3600))
+        .attach_checkout_session(&t, &live.id, &cs_live, None, Some(now.plus(hour)))
         .await
         .unwrap();
     let expired = store
         .create_order(&t, &order("c@example.com"))
         .await
         .unwrap();
-    store
-        .attach_checkout_session(&t, &expired.id, "cs_old", None, Some(now / 1000 - 7200))
+    let attached = store
+        .attach_checkout_session(&t, &expired.id, &cs_old, None, Some(now.minus(2 * hour)))
         .await
         .unwrap();
+    assert_eq!(attached.expires_at, Some(now.minus(2 * hour)));
     let stale = store
-        .stale_pending_orders(now + 1, now / 1000 - 600, 10)
+        .stale_pending_orders(
+            now.plus(Duration::from_secs(1)),
+            now.minus(Duration::from_secs(600)),
+            10,
+        )
         .await
         .unwrap();
     let mut found: Vec<_> = stale
@@ -996,9 +1260,19 @@ async fn pending_orders_left_behind_are_found_for_the_sweep(store: Store) {
         .map(|s| (s.order_id.clone(), s.stripe_checkout_session_id.clone()))
         .collect();
     found.sort();
-    let mut expected = vec![(orphan.id, None), (expired.id, Some("cs_old".to_owned()))];
+    let mut expected = vec![(orphan.id.clone(), None), (expired.id, Some(cs_old))];
     expected.sort();
     assert_eq!(found, expected);
+    assert!(stale.iter().all(|s| s.tenant_id == t));
+    // An order without a session younger than the cut-off is not (yet) left behind.
+    let young = store
+        .stale_pending_orders(now.minus(hour), now.minus(Duration::from_secs(600)), 10)
+        .await
+        .unwrap();
+    assert!(
+        young.iter().all(|s| s.order_id != orphan.id),
+        "a fresh order is not swept"
+    );
 }
 
 async fn another_tenants_objects_are_not_found(store: Store) {
@@ -1040,17 +1314,25 @@ async fn another_tenants_objects_are_not_found(store: Store) {
     ));
     assert!(
         store
-            .purchases_for_payment_intent(&b, "pi_a")
+            .purchases_for_payment_intent(&b, &pi("pi_a"))
             .await
             .unwrap()
             .is_empty()
     );
     assert!(matches!(
         store
-            .record_refund(&b, &purchases[0].id, 1, None, "re_b", None)
+            .record_refund(&b, &purchases[0].id, amount(1), None, &re("re_b"), None)
             .await,
         Err(StoreError::NotFound)
     ));
+    let (frozen, changes) = store
+        .set_disputed(&b, &pi("pi_a"), true, None)
+        .await
+        .unwrap();
+    assert!(
+        frozen.is_empty() && changes.is_empty(),
+        "another tenant cannot freeze the purchase"
+    );
     assert_eq!(
         store
             .list_purchases(&b, &Default::default(), 10, 0, None)
@@ -1058,6 +1340,14 @@ async fn another_tenants_objects_are_not_found(store: Store) {
             .unwrap()
             .1,
         0
+    );
+    assert!(
+        store
+            .purchase(&a, &purchases[0].id)
+            .await
+            .unwrap()
+            .grants_access(),
+        "the owner's purchase is untouched"
     );
 }
 
@@ -1068,18 +1358,18 @@ fn subscription_record(
 ) -> SubscriptionRecord {
     SubscriptionRecord {
         customer_id: customer.id.clone(),
-        stripe_subscription_id: "sub_store_1".into(),
-        stripe_customer_id: "cus_store_1".into(),
+        stripe_subscription_id: StripeSubscriptionId::from_stripe("sub_store_1"),
+        stripe_customer_id: StripeCustomerId::from_stripe("cus_store_1"),
         status,
         product_id: None,
         price_id: None,
-        stripe_price_id: "price_store_1".into(),
-        stripe_item_id: "si_store_1".into(),
+        stripe_price_id: StripePriceId::from_stripe("price_store_1"),
+        stripe_item_id: StripeSubscriptionItemId::from_stripe("si_store_1"),
         quantity: 1,
-        items: serde_json::json!([]),
-        currency: "usd".into(),
-        current_period_start: 1_000,
-        current_period_end: 2_000,
+        items: vec![],
+        currency: usd(),
+        current_period_start: Timestamp::from_secs(1_000),
+        current_period_end: Timestamp::from_secs(2_000),
         trial_start: None,
         trial_end: None,
         cancel_at_period_end: cancel,
@@ -1107,7 +1397,7 @@ async fn an_older_read_of_a_subscription_never_overwrites_a_newer_one(store: Sto
     let newer = store.next_sync_seq().await.unwrap();
     assert!(newer > older, "reads are numbered in the order they start");
 
-    let (s, written) = store
+    let (s, changes) = store
         .upsert_subscription(
             &t,
             &subscription_record(&c, SubscriptionStatus::Active, true),
@@ -1116,10 +1406,16 @@ async fn an_older_read_of_a_subscription_never_overwrites_a_newer_one(store: Sto
         )
         .await
         .unwrap();
-    assert!(written);
+    assert_eq!(
+        changes,
+        AccessChanges::one(&t, &c.id),
+        "the write landed and the subscriber's access is to be refreshed"
+    );
     assert!(s.cancel_at_period_end);
+    assert_eq!(s.synced_seq, newer);
+    assert_eq!(s.current_period_end, Timestamp::from_secs(2_000));
     // The older read lands last, as a slow request or a late event would: it is ignored.
-    let (s, written) = store
+    let (s, changes) = store
         .upsert_subscription(
             &t,
             &subscription_record(&c, SubscriptionStatus::Trialing, false),
@@ -1128,10 +1424,11 @@ async fn an_older_read_of_a_subscription_never_overwrites_a_newer_one(store: Sto
         )
         .await
         .unwrap();
-    assert!(!written, "an older read changes nothing");
-    assert_eq!(s.status, "active");
+    assert!(changes.is_empty(), "an older read changes nothing");
+    assert_eq!(s.status, SubscriptionStatus::Active);
     assert!(s.cancel_at_period_end);
-    let (s, written) = store
+    assert_eq!(s.synced_seq, newer);
+    let (s, changes) = store
         .upsert_subscription(
             &t,
             &subscription_record(&c, SubscriptionStatus::Active, true),
@@ -1140,9 +1437,9 @@ async fn an_older_read_of_a_subscription_never_overwrites_a_newer_one(store: Sto
         )
         .await
         .unwrap();
-    assert!(!written, "the same read twice is written once");
+    assert!(changes.is_empty(), "the same read twice is written once");
     let newest = store.next_sync_seq().await.unwrap();
-    let (after, written) = store
+    let (after, changes) = store
         .upsert_subscription(
             &t,
             &subscription_record(&c, SubscriptionStatus::Canceled, false),
@@ -1151,14 +1448,16 @@ async fn an_older_read_of_a_subscription_never_overwrites_a_newer_one(store: Sto
         )
         .await
         .unwrap();
-    assert!(written);
-    assert_eq!(after.status, "canceled");
+    assert_eq!(changes, AccessChanges::one(&t, &c.id));
+    assert_eq!(after.status, SubscriptionStatus::Canceled);
+    assert_eq!(after.state.status, SubscriptionStatus::Canceled);
     assert_eq!(after.id, s.id, "one row per Stripe subscription");
     let listed = store
         .list_subscriptions(&t, &Default::default(), 10, None)
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, s.id);
 }
 
 async fn usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_reporter(store: Store) {
@@ -1168,7 +1467,7 @@ async fn usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_report
         .await
         .unwrap();
     store
-        .set_stripe_customer(&t, &c.id, "cus_metered")
+        .set_stripe_customer(&t, &c.id, &StripeCustomerId::from_stripe("cus_metered"))
         .await
         .unwrap();
     let meter = store.get_or_create_meter(&t, "api_calls").await.unwrap();
@@ -1176,18 +1475,20 @@ async fn usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_report
         customer_id: c.id.clone(),
         meter_id: meter.id.clone(),
         value,
-        occurred_at: 1_800_000_000,
+        occurred_at: Timestamp::from_secs(1_800_000_000),
         idempotency_key: key.into(),
     };
     let (first, new) = store.record_usage(&t, &usage("k1", 5)).await.unwrap();
     assert!(new);
+    assert_eq!(first.occurred_at, Timestamp::from_secs(1_800_000_000));
     let (again, new) = store.record_usage(&t, &usage("k1", 5)).await.unwrap();
     assert!(!new, "the same key again records nothing");
     assert_eq!(again.id, first.id);
-    assert!(matches!(
-        store.record_usage(&t, &usage("k1", 6)).await,
-        Err(StoreError::Conflict(_))
-    ));
+    let err = store.record_usage(&t, &usage("k1", 6)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Constraint::UsageRecordsTenantKey)),
+        "{err:?}"
+    );
     for i in 0..9 {
         store
             .record_usage(&t, &usage(&format!("k{}", i + 2), 1))
@@ -1196,7 +1497,8 @@ async fn usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_report
     }
 
     // Two reporters claiming at once share the ten records without overlap.
-    let (a, b) = tokio::join!(store.claim_usage(6, 60_000), store.claim_usage(6, 60_000));
+    let minute = Duration::from_secs(60);
+    let (a, b) = tokio::join!(store.claim_usage(6, minute), store.claim_usage(6, minute));
     let (a, b) = (a.unwrap(), b.unwrap());
     let mut ids: Vec<_> = a.iter().chain(&b).map(|u| u.record.id.clone()).collect();
     assert_eq!(ids.len(), 10, "every record claimed");
@@ -1204,10 +1506,13 @@ async fn usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_report
     ids.dedup();
     assert_eq!(ids.len(), 10, "none claimed twice");
     assert!(
-        store.claim_usage(10, 60_000).await.unwrap().is_empty(),
+        store.claim_usage(10, minute).await.unwrap().is_empty(),
         "all leased"
     );
-    assert_eq!(a[0].stripe_customer_id.as_deref(), Some("cus_metered"));
+    assert_eq!(
+        a[0].stripe_customer_id,
+        Some(StripeCustomerId::from_stripe("cus_metered"))
+    );
     assert_eq!(a[0].stripe_event_name, meter.stripe_event_name);
 
     // A reporter whose lease was taken over cannot mark the record.
@@ -1217,14 +1522,20 @@ async fn usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_report
     assert!(store.usage_reported(&a[0].record).await.unwrap());
     assert!(
         store
-            .usage_failed(&a[1].record, "boom", Some(0))
+            .usage_failed(&a[1].record, "boom", Some(Timestamp::from_secs(0)))
             .await
             .unwrap()
     );
-    let retried = store.claim_usage(10, 60_000).await.unwrap();
+    let retried = store.claim_usage(10, minute).await.unwrap();
     assert_eq!(retried.len(), 1, "only the failed one is due again");
     assert_eq!(retried[0].record.id, a[1].record.id);
     assert_eq!(retried[0].record.attempts, 2);
+    let listed = store.list_usage(&t, Some(&c.id), 20).await.unwrap();
+    let reported = listed.iter().find(|u| u.id == a[0].record.id).unwrap();
+    assert_eq!(
+        reported.status,
+        tollgate_domain::status::UsageStatus::Reported
+    );
 }
 
 async fn two_orders_for_one_product_completed_at_once_make_one_purchase_and_one_duplicate(
@@ -1257,8 +1568,117 @@ async fn two_orders_for_one_product_completed_at_once_make_one_purchase_and_one_
                 FeeSchedule::default()
             ),
         );
-        let mut statuses = vec![first[0].status.clone(), second[0].status.clone()];
-        statuses.sort();
+        let mut statuses = vec![first[0].status.as_str(), second[0].status.as_str()];
+        statuses.sort_unstable();
         assert_eq!(statuses, ["completed", "failed"], "round {round}");
+        assert_eq!(
+            store.grants_for_customer(&t, &c.id).await.unwrap().len(),
+            1,
+            "round {round}"
+        );
     }
+}
+
+async fn a_check_violation_or_a_nul_byte_is_refused_not_a_database_error(store: Store) {
+    let t = tenant(&store, (0, 0)).await;
+    let (p, _) = product(&store, &t, 1000, None).await;
+
+    // A negative price gets past `Amount` only through `from_db`; the CHECK stops it.
+    let err = store
+        .create_price(&t, &p.id, &new_price(Amount::from_db(-1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Refused(m) if m.contains("unit_amount")),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.all_prices_for_product(&t, &p.id).await.unwrap().len(),
+        1,
+        "the refused price was not written"
+    );
+
+    // A negative capacity, on create and on update.
+    let err = store
+        .create_product(&t, &new_product(Some(-1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Refused(m) if m.contains("capacity")),
+        "{err:?}"
+    );
+    let (event, _) = product(&store, &t, 500, Some(5)).await;
+    let err = store
+        .update_product(
+            &t,
+            &event.id,
+            &ProductUpdate {
+                capacity: Some(-1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Refused(m) if m.contains("capacity")),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.product(&t, &event.id).await.unwrap().capacity,
+        Some(5)
+    );
+
+    // A grace period beyond the 60 days the schema allows.
+    let err = store
+        .update_tenant(
+            &t,
+            &NewTenant {
+                name: "Acme".into(),
+                default_currency: usd(),
+                grace_period_days: 61,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Refused(m) if m.contains("grace_period_days")),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.tenant(&t).await.unwrap().grace_period_days,
+        tollgate_store::DEFAULT_GRACE_PERIOD_DAYS
+    );
+
+    // A NUL character in text: PostgreSQL cannot store it and the store says so with
+    // `Refused`. SQLite stores it, and then it must read back exactly as written; should
+    // SQLite ever refuse it, that too must be `Refused`. Never a bare `Database` error.
+    let nul = NewProduct {
+        title: "a\0b".into(),
+        ..new_product(None)
+    };
+    let stored = match (store.engine(), store.create_product(&t, &nul).await) {
+        (_, Err(StoreError::Refused(_))) => 0,
+        (Engine::Sqlite, Ok(p)) => {
+            assert_eq!(p.title, "a\0b", "stored as written");
+            assert_eq!(store.product(&t, &p.id).await.unwrap().title, "a\0b");
+            1
+        }
+        (engine, other) => panic!("{engine:?}: a NUL in a title: {other:?}"),
+    };
+    match (
+        store.engine(),
+        store
+            .get_or_create_customer(&t, "user\0one", None, None)
+            .await,
+    ) {
+        (_, Err(StoreError::Refused(_))) => {}
+        (Engine::Sqlite, Ok((c, true))) => assert_eq!(c.external_user_id, "user\0one"),
+        (engine, other) => panic!("{engine:?}: a NUL in a user id: {other:?}"),
+    }
+    assert_eq!(
+        store.list_products(&t, None, 10, None).await.unwrap().len(),
+        2 + stored,
+        "nothing refused was written"
+    );
 }

@@ -31,7 +31,15 @@ use stripe_product::promotion_code::{
     UpdatePromotionCode,
 };
 
-use crate::gateway::{Gateway, GatewayError, Result, key};
+use tollgate_domain::status::{CouponDuration, PauseBehavior, SubscriptionStatus};
+use tollgate_domain::{
+    Amount, Currency, StripeCouponId, StripeCustomerId, StripeInvoiceId, StripeMeterId,
+    StripePortalConfigurationId, StripePriceId, StripeProductId, StripePromotionCodeId,
+    StripeSubscriptionId, StripeSubscriptionItemId, Timestamp,
+};
+
+use crate::gateway::{Gateway, GatewayError, Metadata, Result, key};
+use crate::map;
 
 /// Metadata keys Tollgate keeps on a subscription after a downgrade: the price paid for
 /// until the period ends, and when that is. Kept in Stripe, so that the downgrade is part
@@ -42,44 +50,40 @@ pub const PREVIOUS_UNTIL_KEY: &str = "tg_previous_until";
 /// One item of a subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionItemState {
-    pub id: String,
-    pub stripe_price_id: String,
+    pub id: StripeSubscriptionItemId,
+    pub stripe_price_id: StripePriceId,
     pub quantity: i64,
-    pub unit_amount: Option<i64>,
-    pub interval: Option<String>,
-    pub interval_count: i64,
-    pub current_period_start: i64,
-    pub current_period_end: i64,
+    pub current_period_start: Timestamp,
+    pub current_period_end: Timestamp,
 }
 
 /// A subscription's latest invoice, as far as dunning needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoiceState {
-    pub id: String,
-    /// `draft`, `open`, `paid`, `uncollectible` or `void`.
-    pub status: String,
-    pub created: i64,
-    pub finalized_at: Option<i64>,
-    pub attempt_count: u64,
+    pub id: StripeInvoiceId,
+    /// Finalized and waiting to be paid (Stripe's `open`).
+    pub open: bool,
+    pub created: Timestamp,
+    pub finalized_at: Option<Timestamp>,
 }
 
 /// A subscription as Stripe has it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionState {
-    pub id: String,
-    pub customer: String,
-    pub status: String,
-    pub currency: String,
+    pub id: StripeSubscriptionId,
+    pub customer: StripeCustomerId,
+    pub status: SubscriptionStatus,
+    pub currency: Currency,
     pub items: Vec<SubscriptionItemState>,
-    pub trial_start: Option<i64>,
-    pub trial_end: Option<i64>,
+    pub trial_start: Option<Timestamp>,
+    pub trial_end: Option<Timestamp>,
     pub cancel_at_period_end: bool,
-    pub cancel_at: Option<i64>,
-    pub canceled_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub pause_behavior: Option<String>,
-    pub pause_resumes_at: Option<i64>,
-    pub metadata: HashMap<String, String>,
+    pub cancel_at: Option<Timestamp>,
+    pub canceled_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub pause_behavior: Option<PauseBehavior>,
+    pub pause_resumes_at: Option<Timestamp>,
+    pub metadata: Metadata,
     pub latest_invoice: Option<InvoiceState>,
 }
 
@@ -91,83 +95,84 @@ impl SubscriptionState {
 
     /// When the failed payment that made it past due was attempted: the open latest
     /// invoice's finalization, when Stripe first tries to collect it.
-    pub fn past_due_since(&self) -> Option<i64> {
-        if self.status != "past_due" {
+    pub fn past_due_since(&self) -> Option<Timestamp> {
+        if self.status != SubscriptionStatus::PastDue {
             return None;
         }
         self.latest_invoice
             .as_ref()
-            .filter(|i| i.status == "open")
+            .filter(|i| i.open)
             .map(|i| i.finalized_at.unwrap_or(i.created))
+    }
+
+    /// The downgrade recorded in the metadata: the price paid for, and until when.
+    pub fn previous(&self) -> Option<(StripePriceId, Option<Timestamp>)> {
+        let price = self
+            .metadata
+            .get(PREVIOUS_PRICE_KEY)
+            .filter(|p| !p.is_empty())?;
+        let until = self
+            .metadata
+            .get(PREVIOUS_UNTIL_KEY)
+            .and_then(|u| u.parse::<i64>().ok())
+            .map(Timestamp::from_secs);
+        Some((StripePriceId::from_stripe(price.as_str()), until))
     }
 }
 
-fn state_of(s: stripe_shared::Subscription) -> SubscriptionState {
+fn state_of(s: stripe_shared::Subscription) -> Result<SubscriptionState> {
+    let of = format!("subscription {}", s.id);
     let items = s
         .items
         .data
         .into_iter()
         .map(|i| SubscriptionItemState {
-            id: i.id.to_string(),
-            stripe_price_id: i.price.id.to_string(),
+            id: StripeSubscriptionItemId::from_stripe(i.id.as_str()),
+            stripe_price_id: StripePriceId::from_stripe(i.price.id.as_str()),
             quantity: i
                 .quantity
                 .map_or(1, |q| i64::try_from(q).unwrap_or(i64::MAX)),
-            unit_amount: i.price.unit_amount,
-            interval: i
-                .price
-                .recurring
-                .as_ref()
-                .map(|r| r.interval.as_str().to_owned()),
-            interval_count: i
-                .price
-                .recurring
-                .as_ref()
-                .map_or(1, |r| i64::try_from(r.interval_count).unwrap_or(1)),
-            current_period_start: i.current_period_start,
-            current_period_end: i.current_period_end,
+            current_period_start: map::ts(i.current_period_start),
+            current_period_end: map::ts(i.current_period_end),
         })
         .collect();
     let latest_invoice = match s.latest_invoice {
-        Some(stripe_types::Expandable::Object(inv)) => Some(InvoiceState {
-            id: inv.id.map(|i| i.to_string()).unwrap_or_default(),
-            status: inv
-                .status
-                .map(|x| x.as_str().to_owned())
-                .unwrap_or_default(),
-            created: inv.created,
-            finalized_at: inv.status_transitions.finalized_at,
-            attempt_count: inv.attempt_count,
+        Some(stripe_types::Expandable::Object(inv)) => inv.id.map(|id| InvoiceState {
+            id: StripeInvoiceId::from_stripe(id.as_str()),
+            open: inv.status.as_ref().map(|x| x.as_str()) == Some("open"),
+            created: map::ts(inv.created),
+            finalized_at: map::opt_ts(inv.status_transitions.finalized_at),
         }),
-        Some(stripe_types::Expandable::Id(id)) => Some(InvoiceState {
-            id: id.map(|i| i.to_string()).unwrap_or_default(),
-            status: String::new(),
-            created: 0,
+        Some(stripe_types::Expandable::Id(id)) => id.map(|id| InvoiceState {
+            id: StripeInvoiceId::from_stripe(id.as_str()),
+            open: false,
+            created: Timestamp::from_secs(0),
             finalized_at: None,
-            attempt_count: 0,
         }),
         None => None,
     };
-    SubscriptionState {
-        id: s.id.to_string(),
-        customer: s.customer.id().to_string(),
-        status: s.status.as_str().to_owned(),
-        currency: s.currency.to_string(),
+    let pause_behavior = s
+        .pause_collection
+        .as_ref()
+        .map(|p| map::pause_behavior(&p.behavior, &of))
+        .transpose()?;
+    Ok(SubscriptionState {
+        id: StripeSubscriptionId::from_stripe(s.id.as_str()),
+        customer: StripeCustomerId::from_stripe(s.customer.id().as_str()),
+        status: map::subscription_status(&s.status, &of)?,
+        currency: map::currency(&s.currency, &of)?,
         items,
-        trial_start: s.trial_start,
-        trial_end: s.trial_end,
+        trial_start: map::opt_ts(s.trial_start),
+        trial_end: map::opt_ts(s.trial_end),
         cancel_at_period_end: s.cancel_at_period_end,
-        cancel_at: s.cancel_at,
-        canceled_at: s.canceled_at,
-        ended_at: s.ended_at,
-        pause_behavior: s
-            .pause_collection
-            .as_ref()
-            .map(|p| p.behavior.as_str().to_owned()),
-        pause_resumes_at: s.pause_collection.and_then(|p| p.resumes_at),
+        cancel_at: map::opt_ts(s.cancel_at),
+        canceled_at: map::opt_ts(s.canceled_at),
+        ended_at: map::opt_ts(s.ended_at),
+        pause_behavior,
+        pause_resumes_at: s.pause_collection.and_then(|p| p.resumes_at).map(map::ts),
         metadata: s.metadata,
         latest_invoice,
-    }
+    })
 }
 
 /// A change to make to a subscription.
@@ -180,16 +185,16 @@ pub enum SubscriptionChange {
     /// bills the new price (a downgrade, a price migration). `previous` records the price
     /// paid for and until when (a downgrade keeps its plan until then); `None` clears it.
     ChangePrice {
-        item: String,
-        price: String,
+        item: StripeSubscriptionItemId,
+        price: StripePriceId,
         quantity: Option<u64>,
         prorate_now: bool,
-        previous: Option<(String, i64)>,
+        previous: Option<(StripePriceId, Timestamp)>,
     },
-    /// Pause collection (`void`, `keep_as_draft` or `mark_uncollectible`).
+    /// Pause collection.
     Pause {
-        behavior: String,
-        resumes_at: Option<i64>,
+        behavior: PauseBehavior,
+        resumes_at: Option<Timestamp>,
     },
     /// Collect again.
     Unpause,
@@ -202,44 +207,56 @@ pub struct PortalConfig {
     pub update_payment_method: bool,
     /// Plans a customer may switch between: `(Stripe product, its Stripe prices)`; empty
     /// turns switching off.
-    pub switch_to: Vec<(String, Vec<String>)>,
+    pub switch_to: Vec<(StripeProductId, Vec<StripePriceId>)>,
     pub headline: Option<String>,
-    pub metadata: HashMap<String, String>,
+    pub metadata: Metadata,
+}
+
+/// What a coupon takes off, in Stripe's terms.
+#[derive(Debug, Clone)]
+pub enum StripeDiscount {
+    /// Basis points (2000 = 20%).
+    PercentOffBps(i64),
+    AmountOff(Amount, Currency),
 }
 
 /// A coupon as Stripe takes it.
 #[derive(Debug, Clone)]
 pub struct NewStripeCoupon {
     pub name: Option<String>,
-    pub percent_off_bps: Option<i64>,
-    pub amount_off: Option<i64>,
-    pub currency: Option<String>,
-    pub duration: String,
+    pub discount: StripeDiscount,
+    pub duration: CouponDuration,
     pub duration_in_months: Option<i64>,
     pub max_redemptions: Option<i64>,
-    pub redeem_by: Option<i64>,
-    pub metadata: HashMap<String, String>,
+    pub redeem_by: Option<Timestamp>,
+    /// The Stripe products it discounts; `None`: any (Stripe's `applies_to[products]`).
+    pub applies_to_products: Option<Vec<StripeProductId>>,
+    pub metadata: Metadata,
 }
 
 impl Gateway {
     /// The subscription as Stripe has it now, with its latest invoice.
-    pub async fn retrieve_subscription(&self, id: &str) -> Result<SubscriptionState> {
-        let s = RetrieveSubscription::new(id)
+    pub async fn retrieve_subscription(
+        &self,
+        id: &StripeSubscriptionId,
+    ) -> Result<SubscriptionState> {
+        let s = RetrieveSubscription::new(id.as_str())
             .expand(vec!["latest_invoice".to_owned()])
             .send(&self.client)
             .await?;
-        Ok(state_of(s))
+        state_of(s)
     }
 
     /// Makes a change; answers the subscription as it is after it.
     pub async fn update_subscription(
         &self,
-        id: &str,
+        id: &StripeSubscriptionId,
         change: &SubscriptionChange,
         idempotency_key: &str,
     ) -> Result<SubscriptionState> {
         let strategy = key(idempotency_key)?;
         let expand = vec!["latest_invoice".to_owned()];
+        let id = id.as_str();
         let s = match change {
             SubscriptionChange::CancelAtPeriodEnd(v) => {
                 UpdateSubscription::new(id)
@@ -258,14 +275,14 @@ impl Gateway {
                 previous,
             } => {
                 let mut it = UpdateSubscriptionItems::new();
-                it.id = Some(item.clone());
-                it.price = Some(price.clone());
+                it.id = Some(item.to_string());
+                it.price = Some(price.to_string());
                 it.quantity = *quantity;
                 // Stripe removes a metadata key set to the empty string.
                 let metadata: HashMap<String, String> = match previous {
                     Some((from, until)) => [
-                        (PREVIOUS_PRICE_KEY.to_owned(), from.clone()),
-                        (PREVIOUS_UNTIL_KEY.to_owned(), until.to_string()),
+                        (PREVIOUS_PRICE_KEY.to_owned(), from.to_string()),
+                        (PREVIOUS_UNTIL_KEY.to_owned(), until.secs().to_string()),
                     ]
                     .into(),
                     None => [
@@ -293,15 +310,17 @@ impl Gateway {
                 behavior,
                 resumes_at,
             } => {
-                let behavior = match behavior.as_str() {
-                    "keep_as_draft" => UpdateSubscriptionPauseCollectionBehavior::KeepAsDraft,
-                    "mark_uncollectible" => {
+                let behavior = match behavior {
+                    PauseBehavior::KeepAsDraft => {
+                        UpdateSubscriptionPauseCollectionBehavior::KeepAsDraft
+                    }
+                    PauseBehavior::MarkUncollectible => {
                         UpdateSubscriptionPauseCollectionBehavior::MarkUncollectible
                     }
-                    _ => UpdateSubscriptionPauseCollectionBehavior::Void,
+                    PauseBehavior::Void => UpdateSubscriptionPauseCollectionBehavior::Void,
                 };
                 let mut pause = UpdateSubscriptionPauseCollection::new(behavior);
-                pause.resumes_at = *resumes_at;
+                pause.resumes_at = resumes_at.map(Timestamp::secs);
                 UpdateSubscription::new(id)
                     .pause_collection(pause)
                     .expand(expand)
@@ -329,16 +348,16 @@ impl Gateway {
                     .await?
             }
         };
-        Ok(state_of(s))
+        state_of(s)
     }
 
     /// Ends a subscription now.
     pub async fn cancel_subscription(
         &self,
-        id: &str,
+        id: &StripeSubscriptionId,
         idempotency_key: &str,
     ) -> Result<SubscriptionState> {
-        let s = CancelSubscription::new(id)
+        let s = CancelSubscription::new(id.as_str())
             .customize()
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
@@ -351,28 +370,28 @@ impl Gateway {
     /// Resumes a subscription whose status is `paused` (a trial that ended without a card).
     pub async fn resume_subscription(
         &self,
-        id: &str,
+        id: &StripeSubscriptionId,
         idempotency_key: &str,
     ) -> Result<SubscriptionState> {
-        let s = ResumeSubscription::new(id)
+        let s = ResumeSubscription::new(id.as_str())
             .expand(vec!["latest_invoice".to_owned()])
             .customize()
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await?;
-        Ok(state_of(s))
+        state_of(s)
     }
 
     /// A portal session for a customer; answers its URL.
     pub async fn create_portal_session(
         &self,
-        customer: &str,
+        customer: &StripeCustomerId,
         return_url: Option<&str>,
-        configuration: &str,
+        configuration: &StripePortalConfigurationId,
     ) -> Result<String> {
         let mut req = CreateBillingPortalSession::new()
-            .customer(customer)
-            .configuration(configuration);
+            .customer(customer.as_str())
+            .configuration(configuration.as_str());
         if let Some(u) = return_url {
             req = req.return_url(u);
         }
@@ -384,7 +403,7 @@ impl Gateway {
         &self,
         c: &PortalConfig,
         idempotency_key: &str,
-    ) -> Result<String> {
+    ) -> Result<StripePortalConfigurationId> {
         let mut features = CreateBillingPortalConfigurationFeatures::new();
         let mut cancel = CreateBillingPortalConfigurationFeaturesSubscriptionCancel::new(c.cancel);
         cancel.mode =
@@ -403,7 +422,10 @@ impl Gateway {
                 c.switch_to
                     .iter()
                     .map(|(product, prices)| {
-                        SubscriptionUpdateProductParam::new(prices.clone(), product.clone())
+                        SubscriptionUpdateProductParam::new(
+                            prices.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                            product.to_string(),
+                        )
                     })
                     .collect(),
             );
@@ -423,32 +445,38 @@ impl Gateway {
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await?;
-        Ok(config.id.to_string())
+        Ok(StripePortalConfigurationId::from_stripe(config.id.as_str()))
     }
 
     pub async fn create_coupon(
         &self,
         c: &NewStripeCoupon,
         idempotency_key: &str,
-    ) -> Result<String> {
-        let duration = match c.duration.as_str() {
-            "once" => stripe_shared::CouponDuration::Once,
-            "repeating" => stripe_shared::CouponDuration::Repeating,
-            _ => stripe_shared::CouponDuration::Forever,
+    ) -> Result<StripeCouponId> {
+        let duration = match c.duration {
+            CouponDuration::Once => stripe_shared::CouponDuration::Once,
+            CouponDuration::Repeating => stripe_shared::CouponDuration::Repeating,
+            CouponDuration::Forever => stripe_shared::CouponDuration::Forever,
         };
         let mut req = CreateCoupon::new()
             .duration(duration)
             .metadata(c.metadata.clone());
-        if let Some(bps) = c.percent_off_bps {
-            // Stripe takes a percentage with up to two decimals: basis points over 100 are
-            // exact in a float of this size.
-            req = req.percent_off(bps as f64 / 100.0);
+        match &c.discount {
+            StripeDiscount::PercentOffBps(bps) => {
+                // Stripe takes a percentage with up to two decimals: basis points over 100
+                // are exact in a float of this size.
+                req = req.percent_off(*bps as f64 / 100.0);
+            }
+            StripeDiscount::AmountOff(amount, currency) => {
+                req = req
+                    .amount_off(amount.get())
+                    .currency(map::stripe_currency(currency));
+            }
         }
-        if let (Some(amount), Some(currency)) = (c.amount_off, &c.currency) {
-            let currency = currency
-                .parse::<stripe_types::Currency>()
-                .unwrap_or(stripe_types::Currency::Unknown(currency.clone()));
-            req = req.amount_off(amount).currency(currency);
+        if let Some(products) = &c.applies_to_products {
+            req = req.applies_to(stripe_product::coupon::CreateCouponAppliesTo {
+                products: Some(products.iter().map(|p| p.to_string()).collect()),
+            });
         }
         if let Some(m) = c.duration_in_months {
             req = req.duration_in_months(m);
@@ -457,7 +485,7 @@ impl Gateway {
             req = req.max_redemptions(m);
         }
         if let Some(t) = c.redeem_by {
-            req = req.redeem_by(t);
+            req = req.redeem_by(t.secs());
         }
         if let Some(n) = &c.name {
             req = req.name(n);
@@ -467,21 +495,21 @@ impl Gateway {
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await?;
-        Ok(coupon.id.to_string())
+        Ok(StripeCouponId::from_stripe(coupon.id.as_str()))
     }
 
     pub async fn create_promotion_code(
         &self,
-        coupon: &str,
+        coupon: &StripeCouponId,
         code: &str,
         max_redemptions: Option<i64>,
-        expires_at: Option<i64>,
-        metadata: HashMap<String, String>,
+        expires_at: Option<Timestamp>,
+        metadata: Metadata,
         idempotency_key: &str,
-    ) -> Result<String> {
+    ) -> Result<StripePromotionCodeId> {
         let mut promotion =
             CreatePromotionCodePromotion::new(CreatePromotionCodePromotionType::Coupon);
-        promotion.coupon = Some(coupon.to_owned());
+        promotion.coupon = Some(coupon.to_string());
         let mut req = CreatePromotionCode::new(promotion)
             .code(code)
             .metadata(metadata);
@@ -489,18 +517,22 @@ impl Gateway {
             req = req.max_redemptions(m);
         }
         if let Some(t) = expires_at {
-            req = req.expires_at(t);
+            req = req.expires_at(t.secs());
         }
         let promo = req
             .customize()
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await?;
-        Ok(promo.id.to_string())
+        Ok(StripePromotionCodeId::from_stripe(promo.id.as_str()))
     }
 
-    pub async fn set_promotion_code_active(&self, id: &str, active: bool) -> Result<()> {
-        UpdatePromotionCode::new(id)
+    pub async fn set_promotion_code_active(
+        &self,
+        id: &StripePromotionCodeId,
+        active: bool,
+    ) -> Result<()> {
+        UpdatePromotionCode::new(id.as_str())
             .active(active)
             .send(&self.client)
             .await?;
@@ -513,7 +545,7 @@ impl Gateway {
         display_name: &str,
         event_name: &str,
         idempotency_key: &str,
-    ) -> Result<String> {
+    ) -> Result<StripeMeterId> {
         let meter = CreateBillingMeter::new(
             CreateBillingMeterDefaultAggregation::new(
                 stripe_billing::billing_meter::CreateBillingMeterDefaultAggregationFormula::Sum,
@@ -525,7 +557,7 @@ impl Gateway {
         .request_strategy(key(idempotency_key)?)
         .send(&self.client)
         .await?;
-        Ok(meter.id.to_string())
+        Ok(StripeMeterId::from_stripe(meter.id.as_str()))
     }
 
     /// Reports usage to a meter. `identifier` makes a repeat a no-op: Stripe refuses a
@@ -533,19 +565,19 @@ impl Gateway {
     pub async fn report_meter_event(
         &self,
         event_name: &str,
-        stripe_customer: &str,
+        stripe_customer: &StripeCustomerId,
         value: i64,
-        timestamp: i64,
+        timestamp: Timestamp,
         identifier: &str,
     ) -> Result<()> {
         let payload: HashMap<String, String> = [
-            ("stripe_customer_id".to_owned(), stripe_customer.to_owned()),
+            ("stripe_customer_id".to_owned(), stripe_customer.to_string()),
             ("value".to_owned(), value.to_string()),
         ]
         .into();
         let sent = CreateBillingMeterEvent::new(event_name, payload)
             .identifier(identifier)
-            .timestamp(timestamp)
+            .timestamp(timestamp.secs())
             .customize()
             // The identifier is the idempotency: Stripe drops the repeat itself.
             .request_strategy(RequestStrategy::Once)

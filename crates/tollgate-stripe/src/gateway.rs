@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionAutomaticTax, CreateCheckoutSessionLineItems,
-    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionTaxIdCollection,
-    ExpireCheckoutSession, ListLineItemsCheckoutSession, RetrieveCheckoutSession,
+    CreateCheckoutSession, CreateCheckoutSessionAutomaticTax, CreateCheckoutSessionCustomerUpdate,
+    CreateCheckoutSessionCustomerUpdateAddress, CreateCheckoutSessionCustomerUpdateName,
+    CreateCheckoutSessionLineItems, CreateCheckoutSessionPaymentIntentData,
+    CreateCheckoutSessionTaxIdCollection, ExpireCheckoutSession, ListLineItemsCheckoutSession,
+    RetrieveCheckoutSession,
 };
 use stripe_core::customer::CreateCustomer;
 use stripe_core::dispute::ListDispute;
@@ -20,6 +22,17 @@ use stripe_product::price::{
     CreatePrice, CreatePriceRecurring, CreatePriceRecurringInterval, UpdatePrice,
 };
 use stripe_product::product::{CreateProduct, UpdateProduct};
+use tollgate_domain::status::{
+    CheckoutMode, DisputeStatus, PaymentStatus, RecurringInterval, RefundReason, RefundStatus,
+    SessionStatus,
+};
+use tollgate_domain::{
+    Amount, Currency, Email, PurchaseId, StripeCheckoutSessionId, StripeCustomerId,
+    StripeDisputeId, StripeMeterId, StripePaymentIntentId, StripePriceId, StripeProductId,
+    StripeRefundId, StripeSubscriptionId, StripeTestClockId, Timestamp,
+};
+
+use crate::map;
 
 /// How long one Stripe call may take.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -33,12 +46,17 @@ pub enum GatewayError {
     #[error("Stripe failed ({status}): {message}")]
     Failed { status: u16, message: String },
     /// Stripe answered with a client error.
-    #[error("Stripe refused the request ({status}): {message}")]
+    #[error("Stripe refused the request ({status}, {}): {message}", code.as_deref().unwrap_or("no code"))]
     Rejected {
         status: u16,
         code: Option<String>,
+        /// Stripe's own words: for logs, never for Tollgate's clients.
         message: String,
     },
+    /// Stripe answered, but with something Tollgate cannot read (a field or a value of a
+    /// newer API version). The request may well have been carried out.
+    #[error("Stripe's answer could not be read: {0}")]
+    Undecodable(String),
 }
 
 impl GatewayError {
@@ -46,7 +64,9 @@ impl GatewayError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            GatewayError::Unavailable(_) | GatewayError::Failed { .. }
+            GatewayError::Unavailable(_)
+                | GatewayError::Failed { .. }
+                | GatewayError::Undecodable(_)
         )
     }
 
@@ -56,6 +76,11 @@ impl GatewayError {
             GatewayError::Rejected { code, .. } => code.as_deref(),
             _ => None,
         }
+    }
+
+    /// Stripe says the object does not exist.
+    pub fn is_missing(&self) -> bool {
+        self.code() == Some("resource_missing")
     }
 }
 
@@ -77,11 +102,7 @@ impl From<StripeError> for GatewayError {
             },
             StripeError::Timeout => GatewayError::Unavailable("timed out".into()),
             StripeError::ClientError(m) => GatewayError::Unavailable(m),
-            StripeError::JSONDeserialize(m) => GatewayError::Rejected {
-                status: 502,
-                code: None,
-                message: format!("unreadable answer: {m}"),
-            },
+            StripeError::JSONDeserialize(m) => GatewayError::Undecodable(m),
             StripeError::ConfigError(m) => GatewayError::Rejected {
                 status: 500,
                 code: None,
@@ -117,112 +138,121 @@ pub(crate) fn key(k: &str) -> Result<RequestStrategy> {
         })
 }
 
+/// Metadata as Stripe takes it.
+pub type Metadata = HashMap<String, String>;
+
 /// One line of a Checkout Session.
 #[derive(Debug, Clone)]
 pub struct CheckoutLine {
-    pub stripe_price_id: String,
+    pub stripe_price_id: StripePriceId,
     /// `None` for a metered price (usage decides what is billed).
     pub quantity: Option<u64>,
+}
+
+/// Who pays for a Checkout Session.
+#[derive(Debug, Clone)]
+pub enum Payer {
+    /// A Stripe customer Tollgate made.
+    Customer(StripeCustomerId),
+    /// A guest, by email (Stripe makes or finds no customer object of ours).
+    Guest(Email),
 }
 
 /// What Tollgate asks Stripe Checkout for.
 #[derive(Debug, Clone)]
 pub struct CheckoutRequest {
-    pub subscription: bool,
+    pub mode: CheckoutMode,
     pub lines: Vec<CheckoutLine>,
-    pub stripe_customer_id: Option<String>,
-    pub customer_email: Option<String>,
+    pub payer: Payer,
     pub success_url: String,
     pub cancel_url: Option<String>,
-    pub metadata: HashMap<String, String>,
+    pub metadata: Metadata,
     pub allow_promotion_codes: bool,
     pub automatic_tax: bool,
     pub tax_id_collection: bool,
     pub trial_days: Option<u32>,
     /// A Stripe promotion code to apply (instead of letting the customer enter one).
-    pub promotion_code: Option<String>,
+    pub promotion_code: Option<tollgate_domain::StripePromotionCodeId>,
     pub idempotency_key: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct CreatedSession {
-    pub id: String,
+    pub id: StripeCheckoutSessionId,
     pub url: Option<String>,
-    pub expires_at: i64,
+    pub expires_at: Timestamp,
 }
 
 /// One line of a session as Stripe reports it.
 #[derive(Debug, Clone)]
 pub struct SessionLine {
-    pub stripe_price_id: Option<String>,
+    pub stripe_price_id: Option<StripePriceId>,
     pub quantity: i64,
     /// What the line cost after discounts, tax included.
-    pub amount_total: i64,
-    pub amount_tax: i64,
+    pub amount_total: Amount,
+    pub amount_tax: Amount,
 }
 
 /// A session's state as Stripe has it now.
 #[derive(Debug, Clone)]
 pub struct SessionState {
-    pub id: String,
-    /// `open`, `complete` or `expired`.
-    pub status: String,
-    /// `paid`, `unpaid` or `no_payment_required`.
-    pub payment_status: String,
-    pub payment_intent: Option<String>,
-    pub amount_total: Option<i64>,
-    pub metadata: HashMap<String, String>,
+    pub id: StripeCheckoutSessionId,
+    pub status: SessionStatus,
+    pub payment_status: PaymentStatus,
+    pub payment_intent: Option<StripePaymentIntentId>,
+    pub amount_total: Option<Amount>,
+    pub metadata: Metadata,
     /// Every line item, all pages.
     pub lines: Vec<SessionLine>,
-    /// `payment` or `subscription`.
-    pub mode: String,
+    pub mode: CheckoutMode,
     /// The subscription a subscription-mode session started.
-    pub subscription: Option<String>,
+    pub subscription: Option<StripeSubscriptionId>,
 }
 
 impl SessionState {
     /// Paid for: the only state that completes an order.
     pub fn is_paid(&self) -> bool {
-        self.status == "complete"
-            && matches!(self.payment_status.as_str(), "paid" | "no_payment_required")
+        self.status == SessionStatus::Complete
+            && matches!(
+                self.payment_status,
+                PaymentStatus::Paid | PaymentStatus::NoPaymentRequired
+            )
     }
 }
 
+/// A refund as Stripe has it now.
 #[derive(Debug, Clone)]
 pub struct RefundInfo {
-    pub id: String,
-    pub amount: i64,
+    pub id: StripeRefundId,
+    pub amount: Amount,
     /// `metadata.purchase_id`, on refunds Tollgate made.
-    pub purchase_id: Option<String>,
-    /// `succeeded`, `pending`, `failed`, `canceled`, ...
-    pub status: String,
+    pub purchase_id: Option<PurchaseId>,
+    pub status: RefundStatus,
 }
 
 /// A dispute as Stripe has it now.
 #[derive(Debug, Clone)]
 pub struct DisputeInfo {
-    pub id: String,
-    /// `warning_needs_response`, `needs_response`, `under_review`, `won`, `lost`, ...
-    pub status: String,
-}
-
-impl DisputeInfo {
-    /// A dispute that is over and left the money with the merchant.
-    pub fn settled_for_merchant(&self) -> bool {
-        matches!(self.status.as_str(), "won" | "warning_closed")
-    }
+    pub id: StripeDisputeId,
+    pub status: DisputeStatus,
+    pub amount: Amount,
+    pub currency: Currency,
+    /// Stripe's code for why the cardholder disputed (`fraudulent`, `product_not_received`, ...).
+    pub reason: String,
+    pub evidence_due_by: Option<Timestamp>,
+    pub created: Timestamp,
 }
 
 #[derive(Debug, Clone)]
 pub struct NewStripePrice<'a> {
-    pub stripe_product_id: &'a str,
-    pub currency: &'a str,
-    pub unit_amount: i64,
-    /// `day`, `week`, `month` or `year`, with its count.
-    pub recurring: Option<(&'a str, u64)>,
+    pub stripe_product_id: &'a StripeProductId,
+    pub currency: &'a Currency,
+    pub unit_amount: Amount,
+    pub recurring: Option<(RecurringInterval, u64)>,
     /// For a metered price: the Stripe billing meter whose usage it bills.
-    pub meter: Option<&'a str>,
-    pub metadata: HashMap<String, String>,
+    pub meter: Option<&'a StripeMeterId>,
+    pub lookup_key: Option<&'a str>,
+    pub metadata: Metadata,
     pub idempotency_key: String,
 }
 
@@ -248,18 +278,18 @@ impl Gateway {
     /// Creates a customer; `test_clock` attaches it to a test clock (test mode only).
     pub async fn create_customer(
         &self,
-        email: Option<&str>,
+        email: Option<&Email>,
         name: Option<&str>,
-        metadata: HashMap<String, String>,
-        test_clock: Option<&str>,
+        metadata: Metadata,
+        test_clock: Option<&StripeTestClockId>,
         idempotency_key: &str,
-    ) -> Result<String> {
+    ) -> Result<StripeCustomerId> {
         let mut req = CreateCustomer::new().metadata(metadata);
         if let Some(clock) = test_clock {
-            req = req.test_clock(clock);
+            req = req.test_clock(clock.as_str());
         }
         if let Some(e) = email {
-            req = req.email(e);
+            req = req.email(e.as_str());
         }
         if let Some(n) = name {
             req = req.name(n);
@@ -269,16 +299,16 @@ impl Gateway {
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await?;
-        Ok(c.id.to_string())
+        Ok(StripeCustomerId::from_stripe(c.id.as_str()))
     }
 
     pub async fn create_product(
         &self,
         name: &str,
         description: Option<&str>,
-        metadata: HashMap<String, String>,
+        metadata: Metadata,
         idempotency_key: &str,
-    ) -> Result<String> {
+    ) -> Result<StripeProductId> {
         let mut req = CreateProduct::new(name).metadata(metadata);
         if let Some(d) = description.filter(|d| !d.is_empty()) {
             req = req.description(d);
@@ -288,31 +318,31 @@ impl Gateway {
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await?;
-        Ok(p.id.to_string())
+        Ok(StripeProductId::from_stripe(p.id.as_str()))
     }
 
-    pub async fn create_price(&self, p: NewStripePrice<'_>) -> Result<String> {
-        // Currency's FromStr never fails: unknown codes become `Unknown` and pass through.
-        let currency = p
-            .currency
-            .parse::<stripe_types::Currency>()
-            .unwrap_or(stripe_types::Currency::Unknown(p.currency.to_owned()));
-        let mut req = CreatePrice::new(currency)
-            .product(p.stripe_product_id)
-            .unit_amount(p.unit_amount)
+    pub async fn create_price(&self, p: NewStripePrice<'_>) -> Result<StripePriceId> {
+        let mut req = CreatePrice::new(map::stripe_currency(p.currency))
+            .product(p.stripe_product_id.as_str())
+            .unit_amount(p.unit_amount.get())
             .metadata(p.metadata);
+        if let Some(k) = p.lookup_key {
+            // A lookup key names one price in the whole account; Tollgate's are the
+            // tenant's keys, made unique across tenants by the caller.
+            req = req.lookup_key(k);
+        }
         if let Some((interval, count)) = p.recurring {
             let interval = match interval {
-                "day" => CreatePriceRecurringInterval::Day,
-                "week" => CreatePriceRecurringInterval::Week,
-                "year" => CreatePriceRecurringInterval::Year,
-                _ => CreatePriceRecurringInterval::Month,
+                RecurringInterval::Day => CreatePriceRecurringInterval::Day,
+                RecurringInterval::Week => CreatePriceRecurringInterval::Week,
+                RecurringInterval::Month => CreatePriceRecurringInterval::Month,
+                RecurringInterval::Year => CreatePriceRecurringInterval::Year,
             };
             let mut r = CreatePriceRecurring::new(interval);
             r.interval_count = Some(count);
             if let Some(meter) = p.meter {
                 r.usage_type = Some(stripe_product::price::CreatePriceRecurringUsageType::Metered);
-                r.meter = Some(meter.to_owned());
+                r.meter = Some(meter.to_string());
             }
             req = req.recurring(r);
         }
@@ -321,7 +351,7 @@ impl Gateway {
             .request_strategy(key(&p.idempotency_key)?)
             .send(&self.client)
             .await?;
-        Ok(price.id.to_string())
+        Ok(StripePriceId::from_stripe(price.id.as_str()))
     }
 
     pub async fn create_checkout_session(&self, r: &CheckoutRequest) -> Result<CreatedSession> {
@@ -330,12 +360,13 @@ impl Gateway {
             .iter()
             .map(|l| {
                 let mut item = CreateCheckoutSessionLineItems::new();
-                item.price = Some(l.stripe_price_id.clone());
+                item.price = Some(l.stripe_price_id.to_string());
                 item.quantity = l.quantity;
                 item
             })
             .collect();
-        let mode = if r.subscription {
+        let subscription = r.mode == CheckoutMode::Subscription;
+        let mode = if subscription {
             stripe_shared::CheckoutSessionMode::Subscription
         } else {
             stripe_shared::CheckoutSessionMode::Payment
@@ -348,16 +379,15 @@ impl Gateway {
         if let Some(u) = &r.cancel_url {
             req = req.cancel_url(u);
         }
-        match (&r.stripe_customer_id, &r.customer_email) {
-            (Some(c), _) => req = req.customer(c),
-            (None, Some(e)) => req = req.customer_email(e),
-            (None, None) => {}
+        match &r.payer {
+            Payer::Customer(c) => req = req.customer(c.as_str()),
+            Payer::Guest(e) => req = req.customer_email(e.as_str()),
         }
         if let Some(code) = &r.promotion_code {
             req = req.discounts(vec![
                 stripe_checkout::checkout_session::CreateCheckoutSessionDiscounts {
                     coupon: None,
-                    promotion_code: Some(code.clone()),
+                    promotion_code: Some(code.to_string()),
                 },
             ]);
         } else if r.allow_promotion_codes {
@@ -369,7 +399,26 @@ impl Gateway {
         if r.tax_id_collection {
             req = req.tax_id_collection(CreateCheckoutSessionTaxIdCollection::new(true));
         }
-        if r.subscription {
+        if let Payer::Customer(_) = r.payer {
+            // With an existing customer, Stripe requires Checkout to save what tax needs
+            // onto the customer: "Automatic tax calculation in Checkout requires a valid
+            // address on the Customer. Add a valid address to the Customer or set either
+            // `customer_update[address]` to 'auto' or `customer_update[shipping]` to
+            // 'auto'", and tax ID collection requires `customer_update[name]` = 'auto'
+            // (docs.stripe.com/tax/checkout and /tax/checkout/tax-ids). Saved onto the
+            // customer, the address also taxes the subscription's renewals.
+            let mut update = CreateCheckoutSessionCustomerUpdate::new();
+            if r.automatic_tax {
+                update.address = Some(CreateCheckoutSessionCustomerUpdateAddress::Auto);
+            }
+            if r.tax_id_collection {
+                update.name = Some(CreateCheckoutSessionCustomerUpdateName::Auto);
+            }
+            if update.address.is_some() || update.name.is_some() {
+                req = req.customer_update(update);
+            }
+        }
+        if subscription {
             // The subscription carries the same metadata, so its events (and its invoices')
             // name the tenant, the customer and the order.
             req = req.subscription_data(
@@ -391,32 +440,37 @@ impl Gateway {
             .send(&self.client)
             .await?;
         Ok(CreatedSession {
-            id: s.id.to_string(),
+            id: StripeCheckoutSessionId::from_stripe(s.id.as_str()),
             url: s.url,
-            expires_at: s.expires_at,
+            expires_at: map::ts(s.expires_at),
         })
     }
 
     /// Expires an open session so it can no longer be paid. Stripe refuses when the session
     /// is not open any more (paid or expired already); callers read its state after.
-    pub async fn expire_session(&self, id: &str) -> Result<()> {
-        ExpireCheckoutSession::new(id).send(&self.client).await?;
+    pub async fn expire_session(&self, id: &StripeCheckoutSessionId) -> Result<()> {
+        ExpireCheckoutSession::new(id.as_str())
+            .send(&self.client)
+            .await?;
         Ok(())
     }
 
     /// The session as Stripe has it now, with every one of its line items.
-    pub async fn retrieve_session(&self, id: &str) -> Result<SessionState> {
-        let s = RetrieveCheckoutSession::new(id)
+    pub async fn retrieve_session(&self, id: &StripeCheckoutSessionId) -> Result<SessionState> {
+        let of = format!("Checkout Session {id}");
+        let s = RetrieveCheckoutSession::new(id.as_str())
             .expand(vec!["line_items".to_owned()])
             .send(&self.client)
             .await?;
-        let to_line = |li: stripe_shared::CheckoutSessionItem| SessionLine {
-            stripe_price_id: li.price.map(|p| p.id.to_string()),
-            quantity: li
-                .quantity
-                .map_or(0, |q| i64::try_from(q).unwrap_or(i64::MAX)),
-            amount_total: li.amount_total,
-            amount_tax: li.amount_tax,
+        let to_line = |li: stripe_shared::CheckoutSessionItem| -> Result<SessionLine> {
+            Ok(SessionLine {
+                stripe_price_id: li.price.map(|p| StripePriceId::from_stripe(p.id.as_str())),
+                quantity: li
+                    .quantity
+                    .map_or(0, |q| i64::try_from(q).unwrap_or(i64::MAX)),
+                amount_total: map::amount(li.amount_total, "line amount", &of)?,
+                amount_tax: map::amount(li.amount_tax, "line tax", &of)?,
+            })
         };
         let mut lines = Vec::new();
         let mut more = false;
@@ -424,58 +478,90 @@ impl Gateway {
         if let Some(list) = s.line_items {
             more = list.has_more;
             last = list.data.last().map(|li| li.id.to_string());
-            lines.extend(list.data.into_iter().map(to_line));
+            for li in list.data {
+                lines.push(to_line(li)?);
+            }
         }
         // The expansion holds the first page only; a large cart has more.
         while more {
-            let mut page = ListLineItemsCheckoutSession::new(id).limit(100);
+            let mut page = ListLineItemsCheckoutSession::new(id.as_str()).limit(100);
             if let Some(after) = &last {
                 page = page.starting_after(after);
             }
             let list = page.send(&self.client).await?;
             more = list.has_more && !list.data.is_empty();
             last = list.data.last().map(|li| li.id.to_string());
-            lines.extend(list.data.into_iter().map(to_line));
+            for li in list.data {
+                lines.push(to_line(li)?);
+            }
         }
+        let status = match &s.status {
+            Some(st) => map::session_status(st, &of)?,
+            None => return Err(GatewayError::Undecodable(format!("{of} has no status"))),
+        };
         Ok(SessionState {
-            id: s.id.to_string(),
-            status: s.status.map(|x| x.as_str().to_owned()).unwrap_or_default(),
-            payment_status: s.payment_status.as_str().to_owned(),
-            payment_intent: s.payment_intent.map(|p| p.id().to_string()),
-            amount_total: s.amount_total,
+            id: StripeCheckoutSessionId::from_stripe(s.id.as_str()),
+            status,
+            payment_status: map::payment_status(&s.payment_status, &of)?,
+            payment_intent: s
+                .payment_intent
+                .map(|p| StripePaymentIntentId::from_stripe(p.id().as_str())),
+            amount_total: s
+                .amount_total
+                .map(|a| map::amount(a, "amount_total", &of))
+                .transpose()?,
             metadata: s.metadata.unwrap_or_default(),
             lines,
-            mode: s.mode.as_str().to_owned(),
-            subscription: s.subscription.map(|x| x.id().to_string()),
+            mode: map::checkout_mode(&s.mode, &of)?,
+            subscription: s
+                .subscription
+                .map(|x| StripeSubscriptionId::from_stripe(x.id().as_str())),
         })
     }
 
-    /// Every dispute of a payment intent, as Stripe has them now.
-    pub async fn list_disputes(&self, payment_intent: &str) -> Result<Vec<DisputeInfo>> {
-        let list = ListDispute::new()
-            .payment_intent(payment_intent)
-            .limit(100)
-            .send(&self.client)
-            .await?;
-        Ok(list
-            .data
-            .into_iter()
-            .map(|d| DisputeInfo {
-                id: d.id.to_string(),
-                status: d.status.as_str().to_owned(),
-            })
-            .collect())
+    /// Every dispute of a payment intent, as Stripe has them now (every page).
+    pub async fn list_disputes(
+        &self,
+        payment_intent: &StripePaymentIntentId,
+    ) -> Result<Vec<DisputeInfo>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut req = ListDispute::new()
+                .payment_intent(payment_intent.as_str())
+                .limit(100);
+            if let Some(a) = &after {
+                req = req.starting_after(a);
+            }
+            let list = req.send(&self.client).await?;
+            after = list.data.last().map(|d| d.id.to_string());
+            for d in list.data {
+                let of = format!("dispute {}", d.id);
+                out.push(DisputeInfo {
+                    id: StripeDisputeId::from_stripe(d.id.as_str()),
+                    status: map::dispute_status(&d.status, &of)?,
+                    amount: map::amount(d.amount, "amount", &of)?,
+                    currency: map::currency(&d.currency, &of)?,
+                    reason: d.reason.clone(),
+                    evidence_due_by: d.evidence_details.due_by.map(map::ts),
+                    created: map::ts(d.created),
+                });
+            }
+            if !list.has_more || after.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     /// Updates a product's name, description and whether it can be bought.
     pub async fn update_product(
         &self,
-        id: &str,
+        id: &StripeProductId,
         name: &str,
         description: Option<&str>,
         active: bool,
     ) -> Result<()> {
-        let mut req = UpdateProduct::new(id).name(name).active(active);
+        let mut req = UpdateProduct::new(id.as_str()).name(name).active(active);
         if let Some(d) = description.filter(|d| !d.is_empty()) {
             req = req.description(d);
         }
@@ -483,67 +569,93 @@ impl Gateway {
         Ok(())
     }
 
-    /// Archives or restores a price (Stripe prices cannot change their amount).
-    pub async fn set_price_active(&self, id: &str, active: bool) -> Result<()> {
-        UpdatePrice::new(id)
-            .active(active)
-            .send(&self.client)
-            .await?;
+    /// Archives or restores a price (Stripe prices cannot change their amount), and moves
+    /// its lookup key (`Some("")` removes it).
+    pub async fn update_price(
+        &self,
+        id: &StripePriceId,
+        active: bool,
+        lookup_key: Option<&str>,
+    ) -> Result<()> {
+        let mut req = UpdatePrice::new(id.as_str()).active(active);
+        if let Some(k) = lookup_key {
+            req = req.lookup_key(k);
+            if !k.is_empty() {
+                // Stripe: "If true, will atomically remove the lookup key from the existing
+                // price, and assign it to this price."
+                req = req.transfer_lookup_key(true);
+            }
+        }
+        req.send(&self.client).await?;
         Ok(())
     }
 
     pub async fn create_refund(
         &self,
-        payment_intent: &str,
-        amount: i64,
-        reason: Option<&str>,
-        metadata: HashMap<String, String>,
+        payment_intent: &StripePaymentIntentId,
+        amount: Amount,
+        reason: Option<RefundReason>,
+        metadata: Metadata,
         idempotency_key: &str,
     ) -> Result<RefundInfo> {
         let mut req = CreateRefund::new()
-            .payment_intent(payment_intent)
-            .amount(amount)
+            .payment_intent(payment_intent.as_str())
+            .amount(amount.get())
             .metadata(metadata);
         match reason {
-            Some("duplicate") => req = req.reason(CreateRefundReason::Duplicate),
-            Some("fraudulent") => req = req.reason(CreateRefundReason::Fraudulent),
-            Some("requested_by_customer") => {
+            Some(RefundReason::Duplicate | RefundReason::DuplicatePurchase) => {
+                req = req.reason(CreateRefundReason::Duplicate)
+            }
+            Some(RefundReason::Fraudulent) => req = req.reason(CreateRefundReason::Fraudulent),
+            Some(RefundReason::RequestedByCustomer) => {
                 req = req.reason(CreateRefundReason::RequestedByCustomer)
             }
-            _ => {}
+            Some(RefundReason::RefundedInStripe | RefundReason::DisputeLost) | None => {}
         }
         let r = req
             .customize()
             .request_strategy(key(idempotency_key)?)
             .send(&self.client)
             .await?;
-        Ok(RefundInfo {
-            id: r.id.to_string(),
-            amount: r.amount,
-            purchase_id: None,
-            status: r.status.unwrap_or_default(),
-        })
+        refund_info(r)
     }
 
-    /// Every refund of a payment intent (first 100, which is more than any purchase sees).
-    pub async fn list_refunds(&self, payment_intent: &str) -> Result<Vec<RefundInfo>> {
-        let list = ListRefund::new()
-            .payment_intent(payment_intent)
-            .limit(100)
-            .send(&self.client)
-            .await?;
-        Ok(list
-            .data
-            .into_iter()
-            .map(|r| RefundInfo {
-                id: r.id.to_string(),
-                amount: r.amount,
-                purchase_id: r
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.get("purchase_id").cloned()),
-                status: r.status.unwrap_or_default(),
-            })
-            .collect())
+    /// Every refund of a payment intent, every page.
+    pub async fn list_refunds(
+        &self,
+        payment_intent: &StripePaymentIntentId,
+    ) -> Result<Vec<RefundInfo>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut req = ListRefund::new()
+                .payment_intent(payment_intent.as_str())
+                .limit(100);
+            if let Some(a) = &after {
+                req = req.starting_after(a);
+            }
+            let list = req.send(&self.client).await?;
+            after = list.data.last().map(|r| r.id.to_string());
+            for r in list.data {
+                out.push(refund_info(r)?);
+            }
+            if !list.has_more || after.is_none() {
+                return Ok(out);
+            }
+        }
     }
+}
+
+fn refund_info(r: stripe_shared::Refund) -> Result<RefundInfo> {
+    let of = format!("refund {}", r.id);
+    Ok(RefundInfo {
+        id: StripeRefundId::from_stripe(r.id.as_str()),
+        amount: map::amount(r.amount, "amount", &of)?,
+        purchase_id: r
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("purchase_id"))
+            .and_then(|p| PurchaseId::parse(p).ok()),
+        status: map::refund_status(r.status.as_deref(), &of)?,
+    })
 }

@@ -4,6 +4,9 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use tollgate_domain::{
+    StripeEventId, StripePaymentIntentId, StripeSubscriptionId, TenantId, Timestamp,
+};
 
 /// Stripe's default tolerance between the signature's timestamp and now.
 pub const TOLERANCE_SECS: i64 = 300;
@@ -64,7 +67,8 @@ pub fn verify_signature(
     if !matched {
         return Err(VerifyError::Signature);
     }
-    if (now - t).abs() > TOLERANCE_SECS {
+    // abs_diff: a timestamp of i64::MIN must not overflow the subtraction.
+    if now.abs_diff(t) > TOLERANCE_SECS.unsigned_abs() {
         return Err(VerifyError::Timestamp);
     }
     Ok(())
@@ -73,47 +77,134 @@ pub fn verify_signature(
 /// What Tollgate reads from an event before storing it.
 #[derive(Debug, Clone)]
 pub struct WebhookEnvelope {
-    pub id: String,
+    pub id: StripeEventId,
     pub event_type: String,
-    pub created: i64,
-    /// `data.object.metadata.tenant_id`, when Tollgate put it there.
-    pub tenant_id: Option<String>,
+    pub created: Timestamp,
+    /// `data.object.metadata.tenant_id`, when Tollgate put it there (and it reads as one).
+    pub tenant_id: Option<TenantId>,
     /// `data.object.id`.
     pub object_id: Option<String>,
-    /// `data.object.payment_intent` (charges, disputes, sessions) or the intent's own id.
-    pub payment_intent: Option<String>,
+    /// `data.object.payment_intent` (charges, disputes, sessions, refunds) or the intent's
+    /// own id.
+    pub payment_intent: Option<StripePaymentIntentId>,
     /// The subscription the event is about: the object itself, an invoice's parent
     /// subscription, or a session's subscription.
-    pub subscription: Option<String>,
+    pub subscription: Option<StripeSubscriptionId>,
 }
 
-/// Reads the envelope of a verified event.
-pub fn parse_envelope(payload: &str) -> Option<WebhookEnvelope> {
-    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
-    let object = &v["data"]["object"];
-    let str_of = |x: &serde_json::Value| x.as_str().map(str::to_owned);
-    let payment_intent = match object["object"].as_str() {
-        Some("payment_intent") => str_of(&object["id"]),
-        _ => str_of(&object["payment_intent"]).or_else(|| str_of(&object["payment_intent"]["id"])),
-    };
-    let details = &object["parent"]["subscription_details"];
-    let subscription = match object["object"].as_str() {
-        Some("subscription") => str_of(&object["id"]),
-        Some("invoice") => {
-            str_of(&details["subscription"]).or_else(|| str_of(&details["subscription"]["id"]))
+/// The parts of an event the envelope needs, read in one pass without building a tree of
+/// the whole body (events are stored raw and read whole only by the worker).
+#[derive(serde::Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    created: i64,
+    #[serde(default, borrow)]
+    data: RawData<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawData<'a> {
+    #[serde(default, borrow)]
+    object: RawObject<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawObject<'a> {
+    #[serde(default, borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    object: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    metadata: Option<RawMetadata>,
+    #[serde(default)]
+    payment_intent: Option<IdOrObject>,
+    #[serde(default)]
+    subscription: Option<IdOrObject>,
+    #[serde(default)]
+    parent: Option<RawParent>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawMetadata {
+    #[serde(default)]
+    tenant_id: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawParent {
+    #[serde(default)]
+    subscription_details: Option<RawSubscriptionDetails>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawSubscriptionDetails {
+    #[serde(default)]
+    subscription: Option<IdOrObject>,
+    #[serde(default)]
+    metadata: Option<RawMetadata>,
+}
+
+/// A field Stripe sends as an id, or as the object when it is expanded.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum IdOrObject {
+    Id(String),
+    Object { id: String },
+    Other(serde::de::IgnoredAny),
+}
+
+impl IdOrObject {
+    fn id(self) -> Option<String> {
+        match self {
+            IdOrObject::Id(s) | IdOrObject::Object { id: s } => Some(s),
+            IdOrObject::Other(_) => None,
         }
-        _ => str_of(&object["subscription"]).or_else(|| str_of(&object["subscription"]["id"])),
+    }
+}
+
+/// Reads the envelope of a verified event; `None` when the body is not a Stripe event.
+pub fn parse_envelope(payload: &str) -> Option<WebhookEnvelope> {
+    let e: RawEvent<'_> = serde_json::from_str(payload).ok()?;
+    if e.id.is_empty() || e.kind.is_empty() {
+        return None;
+    }
+    let object = e.data.object;
+    let details = object.parent.and_then(|p| p.subscription_details);
+    let kind = object.object.as_deref();
+    let payment_intent = match kind {
+        Some("payment_intent") => object.id.as_deref().map(str::to_owned),
+        _ => object.payment_intent.and_then(IdOrObject::id),
     };
+    let (details_subscription, details_tenant) = match details {
+        Some(d) => (
+            d.subscription.and_then(IdOrObject::id),
+            d.metadata.and_then(|m| m.tenant_id),
+        ),
+        None => (None, None),
+    };
+    let subscription = match kind {
+        Some("subscription") => object.id.as_deref().map(str::to_owned),
+        Some("invoice") => details_subscription,
+        _ => object.subscription.and_then(IdOrObject::id),
+    };
+    // An invoice carries its subscription's metadata in its parent's details.
+    let tenant = object
+        .metadata
+        .and_then(|m| m.tenant_id)
+        .or(details_tenant)
+        .and_then(|t| TenantId::parse(&t).ok());
     Some(WebhookEnvelope {
-        id: str_of(&v["id"])?,
-        event_type: str_of(&v["type"])?,
-        created: v["created"].as_i64().unwrap_or(0),
-        // An invoice carries its subscription's metadata in its parent's details.
-        tenant_id: str_of(&object["metadata"]["tenant_id"])
-            .or_else(|| str_of(&details["metadata"]["tenant_id"])),
-        object_id: str_of(&object["id"]),
-        payment_intent,
-        subscription,
+        id: StripeEventId::from_stripe(e.id.into_owned()),
+        event_type: e.kind.into_owned(),
+        created: Timestamp::from_secs(e.created),
+        tenant_id: tenant,
+        object_id: object.id.map(|i| i.into_owned()),
+        payment_intent: payment_intent.map(StripePaymentIntentId::from_stripe),
+        subscription: subscription.map(StripeSubscriptionId::from_stripe),
     })
 }
 
@@ -154,6 +245,15 @@ mod tests {
     }
 
     #[test]
+    fn an_extreme_timestamp_is_refused_without_overflowing() {
+        let header = format!("t={},v1={}", i64::MIN, sign("whsec_a", i64::MIN, PAYLOAD));
+        assert_eq!(
+            verify_signature(PAYLOAD, &header, &["whsec_a".into()], 1_700_000_000),
+            Err(VerifyError::Timestamp)
+        );
+    }
+
+    #[test]
     fn a_wrong_secret_a_changed_body_or_an_old_timestamp_is_refused() {
         let t = 1_700_000_000;
         let header = format!("t={t},v1={}", sign("whsec_a", t, PAYLOAD));
@@ -189,11 +289,16 @@ mod tests {
         let e = parse_envelope(r#"{"id":"evt_9","type":"charge.refunded","created":5,"data":{"object":{"id":"ch_1","object":"charge","payment_intent":"pi_1","metadata":{"tenant_id":"ten_1"}}}}"#).unwrap();
         assert_eq!(
             (
-                e.tenant_id.as_deref(),
-                e.payment_intent.as_deref(),
+                e.tenant_id.as_ref().map(|t| t.as_str()),
+                e.payment_intent.as_ref().map(|p| p.as_str()),
                 e.object_id.as_deref()
             ),
             (Some("ten_1"), Some("pi_1"), Some("ch_1"))
         );
+        let invoice = parse_envelope(r#"{"id":"evt_2","type":"invoice.paid","created":5,"data":{"object":{"id":"in_1","object":"invoice","parent":{"subscription_details":{"subscription":{"id":"sub_9"},"metadata":{"tenant_id":"ten_2"}}}}}}"#).unwrap();
+        assert_eq!(invoice.subscription.unwrap().as_str(), "sub_9");
+        assert_eq!(invoice.tenant_id.unwrap().as_str(), "ten_2");
+        assert!(parse_envelope("[1]").is_none());
+        assert!(parse_envelope(r#"{"id":"","type":"x"}"#).is_none());
     }
 }

@@ -2,43 +2,43 @@
 //! from memory. Only ids the index holds nothing for are looked up, once, to tell a
 //! customer without access (200) from a customer that is not this tenant's (404).
 
-use std::sync::Arc;
-
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
 use serde::Deserialize;
-use serde_json::json;
-use tollgate_domain::{CustomerId, ProductId};
+use tollgate_domain::{CustomerId, ProductId, Timestamp};
 use tollgate_store::{GrantTarget, Tenant};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{Json, Query, ok};
+use super::{Answer, Json, Query, TenantExt, id};
 use crate::access::AccessAnswer;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Code, Error, Result};
 use crate::state::AppState;
+use crate::usecases::plans::check_feature;
+use crate::views::{AccessBatchView, AccessCheckView};
 
 /// Checks one batch may hold.
 const MAX_BATCH: usize = 100;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/access", get(check))
-        .route("/v1/access/batch", post(batch))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(check))
+        .routes(routes!(batch))
 }
 
-#[derive(Deserialize)]
+/// One check: a customer and a product or a feature (one of them).
+#[derive(Debug, Deserialize, IntoParams, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Check {
+#[into_params(parameter_in = Query)]
+pub struct Check {
+    #[param(value_type = CustomerId)]
+    #[schema(value_type = CustomerId)]
     customer: String,
+    #[param(value_type = Option<ProductId>)]
+    #[schema(value_type = Option<ProductId>)]
     product: Option<String>,
+    /// A feature a plan grants.
     feature: Option<String>,
-}
-
-/// A feature name as plans declare it: 1 to 100 visible characters.
-pub fn valid_feature(name: &str) -> bool {
-    (1..=100).contains(&name.len()) && name.chars().all(|c| c.is_ascii_graphic())
 }
 
 /// `batch_index` names the check's place in a batch, for the error's `param`.
@@ -47,98 +47,96 @@ async fn answer(
     tenant: &Tenant,
     c: &Check,
     batch_index: Option<usize>,
-) -> ApiResult<AccessAnswer> {
+) -> Result<(CustomerId, Option<ProductId>, AccessAnswer)> {
     let param = |p: &str| match batch_index {
         Some(i) => format!("checks[{i}][{p}]"),
         None => p.to_owned(),
     };
-    let missing = |what: &str, id: &str, p: &str| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "resource_missing",
-            format!("No such {what}: '{id}'"),
-        )
-        .with_param(&param(p))
-    };
-    let customer = CustomerId::parse(&c.customer)
-        .ok_or_else(|| missing("customer", &c.customer, "customer"))?;
-    let target = match (&c.product, &c.feature) {
-        (Some(p), None) => GrantTarget::Product(
-            ProductId::parse(p).ok_or_else(|| missing("product", p, "product"))?,
-        ),
-        (None, Some(f)) if valid_feature(f) => GrantTarget::Feature(f.clone()),
-        (None, Some(_)) => {
-            return Err(ApiError::invalid(
+    let customer = id(&param("customer"), &c.customer, CustomerId::parse)?;
+    let (target, product) = match (&c.product, &c.feature) {
+        (Some(p), None) => {
+            let pid = id(&param("product"), p, ProductId::parse)?;
+            (GrantTarget::Product(pid.clone()), Some(pid))
+        }
+        (None, Some(f)) => {
+            check_feature(&param("feature"), f)?;
+            (GrantTarget::Feature(f.clone()), None)
+        }
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
                 &param("feature"),
-                "invalid_feature",
-                "feature must be 1 to 100 visible characters.",
+                Code::ParameterConflict,
+                "Pass a product or a feature, not both.",
             ));
         }
-        _ => {
-            return Err(ApiError::invalid(
+        (None, None) => {
+            return Err(Error::missing(
                 &param("product"),
-                "parameter_missing",
                 "Pass a product or a feature (one of them).",
             ));
         }
     };
     let answer = state
         .access
-        .check(&tenant.id, &customer, &target, tollgate_store::now_ms());
+        .check(&tenant.id, &customer, &target, Timestamp::now());
     if answer.has_access {
-        return Ok(answer);
+        return Ok((customer, product, answer));
     }
     // No access: say so only about this tenant's own customer and product.
     if !state.customer_exists(&tenant.id, &customer).await? {
-        return Err(missing("customer", &c.customer, "customer"));
+        return Err(Error::not_found("customer", customer.as_str()).with_param(&param("customer")));
     }
-    if let GrantTarget::Product(p) = &target
+    if let Some(p) = &product
         && !state.product_exists(&tenant.id, p).await?
     {
-        return Err(missing("product", p.as_str(), "product"));
+        return Err(Error::not_found("product", p.as_str()).with_param(&param("product")));
     }
-    Ok(answer)
+    Ok((customer, product, answer))
 }
 
+#[utoipa::path(get, path = "/v1/access", tag = "access", params(Check),
+    responses((status = 200, description = "Whether the customer has access now", body = AccessAnswer)))]
 async fn check(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    tenant: TenantExt,
     Query(q): Query<Check>,
-) -> ApiResult<Response> {
-    Ok(ok(answer(&state, &tenant, &q, None).await?))
+) -> Answer<AccessAnswer> {
+    Ok(axum::Json(answer(&state, &tenant, &q, None).await?.2))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Batch {
+pub struct Batch {
+    /// 1 to 100 checks.
     checks: Vec<Check>,
 }
 
+/// Up to 100 checks at once, answered in order.
+#[utoipa::path(post, path = "/v1/access/batch", tag = "access", request_body = Batch,
+    responses((status = 200, description = "The answers, in the order asked", body = AccessBatchView)))]
 async fn batch(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    tenant: TenantExt,
     Json(b): Json<Batch>,
-) -> ApiResult<Response> {
+) -> Answer<AccessBatchView> {
     if b.checks.is_empty() || b.checks.len() > MAX_BATCH {
-        return Err(ApiError::invalid(
+        return Err(Error::param(
             "checks",
-            "invalid_batch",
             format!("checks must hold 1 to {MAX_BATCH} items."),
         ));
     }
     let mut data = Vec::with_capacity(b.checks.len());
     for (i, c) in b.checks.iter().enumerate() {
-        let a = answer(&state, &tenant, c, Some(i)).await?;
-        data.push(json!({
-            "customer": c.customer,
-            "product": c.product,
-            "feature": c.feature,
-            "has_access": a.has_access,
-            "source": a.source,
-            "purchase_id": a.purchase_id,
-            "subscription_id": a.subscription_id,
-            "expires_at": a.expires_at,
-        }));
+        let (customer, product, answer) = answer(&state, &tenant, c, Some(i)).await?;
+        data.push(AccessCheckView {
+            customer,
+            product,
+            feature: c.feature.clone(),
+            answer,
+        });
     }
-    Ok(ok(json!({ "object": "list", "data": data })))
+    Ok(axum::Json(AccessBatchView {
+        object: "list",
+        data,
+    }))
 }

@@ -1,181 +1,195 @@
 //! `/v1/coupons` and `/v1/promotion_codes`: discounts made through Tollgate and synced to
 //! Stripe, applied at checkout by code.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
-use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::extract::State;
 use serde::Deserialize;
 use tollgate_domain::{CouponId, PromotionCodeId};
-use tollgate_store::{StoreError, Tenant};
+use tollgate_store::StoreError;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{Json, Query, limit, list, ok};
-use crate::error::{ApiError, ApiResult};
+use super::{Answer, Json, PathParam, Query, TenantExt, id, limit};
+use crate::error::Error;
 use crate::state::AppState;
-use crate::usecases::{self, CouponInput, PromotionCodeInput};
+use crate::usecases::coupons::{self, CouponInput, PromotionCodeInput};
+use crate::views::{CouponView, List, PromotionCodeView};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/coupons", post(create_coupon).get(list_coupons))
-        .route(
-            "/v1/coupons/{id}",
-            get(retrieve_coupon).delete(delete_coupon),
-        )
-        .route("/v1/promotion_codes", post(create_code).get(list_codes))
-        .route(
-            "/v1/promotion_codes/{id}",
-            get(retrieve_code).post(update_code),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_coupon, list_coupons))
+        .routes(routes!(retrieve_coupon, delete_coupon))
+        .routes(routes!(create_code, list_codes))
+        .routes(routes!(retrieve_code, update_code))
 }
 
+#[utoipa::path(post, path = "/v1/coupons", tag = "coupons", request_body = CouponInput,
+    responses((status = 200, description = "The coupon", body = CouponView)))]
 async fn create_coupon(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    tenant: TenantExt,
     Json(input): Json<CouponInput>,
-) -> ApiResult<Response> {
-    Ok(ok(usecases::create_coupon(&state, &tenant, input).await?))
+) -> Answer<CouponView> {
+    let c = coupons::create_coupon(&state, &tenant, input).await?;
+    Ok(axum::Json(CouponView::of(&c)))
 }
 
-fn coupon_id(id: &str) -> ApiResult<CouponId> {
-    CouponId::parse(id).ok_or_else(|| ApiError::not_found("coupon", id))
-}
-
+#[utoipa::path(get, path = "/v1/coupons/{id}", tag = "coupons",
+    params(("id" = CouponId, Path, description = "The coupon's id")),
+    responses((status = 200, description = "The coupon", body = CouponView)))]
 async fn retrieve_coupon(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    match state.store.coupon(&tenant.id, &coupon_id(&id)?).await {
-        Ok(c) => Ok(ok(c)),
-        Err(StoreError::NotFound) => Err(ApiError::not_found("coupon", &id)),
-        Err(e) => Err(e.into()),
-    }
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+) -> Answer<CouponView> {
+    let cid = id("id", &raw, CouponId::parse)?;
+    let c = coupons::find_coupon(&state, &tenant, &cid).await?;
+    Ok(axum::Json(CouponView::of(&c)))
 }
 
 /// Stops new redemptions (its promotion codes stop working); discounts given stay.
+#[utoipa::path(delete, path = "/v1/coupons/{id}", tag = "coupons",
+    params(("id" = CouponId, Path, description = "The coupon's id")),
+    responses((status = 200, description = "The coupon, deleted", body = CouponView)))]
 async fn delete_coupon(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let cid = coupon_id(&id)?;
-    for code in state
-        .store
-        .list_promotion_codes(&tenant.id, Some(&cid), 100)
-        .await?
-        .into_iter()
-        .filter(|c| c.active)
-    {
-        usecases::set_promotion_code_active(&state, &tenant, &code, false).await?;
-    }
-    match state.store.delete_coupon(&tenant.id, &cid).await {
-        Ok(c) => Ok(ok(c)),
-        Err(StoreError::NotFound) => Err(ApiError::not_found("coupon", &id)),
-        Err(e) => Err(e.into()),
-    }
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+) -> Answer<CouponView> {
+    let cid = id("id", &raw, CouponId::parse)?;
+    let c = coupons::delete_coupon(&state, &tenant, &cid).await?;
+    Ok(axum::Json(CouponView::of(&c)))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct CouponQuery {
+    /// 1 to 100 (default 10).
     limit: Option<i64>,
+    /// A coupon id: the page after it.
+    #[param(value_type = Option<CouponId>)]
     starting_after: Option<String>,
-    coupon: Option<String>,
 }
 
+/// Live coupons, newest first.
+#[utoipa::path(get, path = "/v1/coupons", tag = "coupons", params(CouponQuery),
+    responses((status = 200, description = "A page of coupons", body = List<CouponView>)))]
 async fn list_coupons(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
+    tenant: TenantExt,
+    Query(q): Query<CouponQuery>,
+) -> Answer<List<CouponView>> {
     let limit = limit(q.limit)?;
-    let after = match &q.starting_after {
-        Some(s) => Some(coupon_id(s).map_err(|e| e.with_param("starting_after"))?),
-        None => None,
-    };
-    let mut rows = state
+    let after = q
+        .starting_after
+        .as_deref()
+        .map(|s| id("starting_after", s, CouponId::parse))
+        .transpose()?;
+    let mut rows = match state
         .store
         .list_coupons(&tenant.id, limit + 1, after.as_ref())
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => {
-                ApiError::not_found("coupon", "starting_after").with_param("starting_after")
-            }
-            other => other.into(),
-        })?;
+    {
+        Ok(r) => r,
+        Err(StoreError::NotFound) => {
+            return Err(Error::not_found(
+                "coupon",
+                q.starting_after.as_deref().unwrap_or_default(),
+            )
+            .with_param("starting_after"));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    Ok(list(rows, has_more, "/v1/coupons"))
+    Ok(axum::Json(List::new(
+        rows.iter().map(CouponView::of).collect(),
+        has_more,
+        "/v1/coupons",
+    )))
 }
 
+#[utoipa::path(post, path = "/v1/promotion_codes", tag = "coupons", request_body = PromotionCodeInput,
+    responses((status = 200, description = "The promotion code", body = PromotionCodeView)))]
 async fn create_code(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    tenant: TenantExt,
     Json(input): Json<PromotionCodeInput>,
-) -> ApiResult<Response> {
-    Ok(ok(
-        usecases::create_promotion_code(&state, &tenant, input).await?
-    ))
+) -> Answer<PromotionCodeView> {
+    let c = coupons::create_promotion_code(&state, &tenant, input).await?;
+    Ok(axum::Json(PromotionCodeView::of(&c)))
 }
 
-async fn find_code(
-    state: &AppState,
-    tenant: &Tenant,
-    id: &str,
-) -> ApiResult<tollgate_store::PromotionCode> {
-    let missing = || ApiError::not_found("promotion code", id);
-    let pid = PromotionCodeId::parse(id).ok_or_else(missing)?;
-    match state.store.promotion_code(&tenant.id, &pid).await {
-        Ok(c) => Ok(c),
-        Err(StoreError::NotFound) => Err(missing()),
-        Err(e) => Err(e.into()),
-    }
-}
-
+#[utoipa::path(get, path = "/v1/promotion_codes/{id}", tag = "coupons",
+    params(("id" = PromotionCodeId, Path, description = "The promotion code's id")),
+    responses((status = 200, description = "The promotion code", body = PromotionCodeView)))]
 async fn retrieve_code(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    Ok(ok(find_code(&state, &tenant, &id).await?))
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+) -> Answer<PromotionCodeView> {
+    let pid = id("id", &raw, PromotionCodeId::parse)?;
+    let c = coupons::find_code(&state, &tenant, &pid).await?;
+    Ok(axum::Json(PromotionCodeView::of(&c)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateCode {
+pub struct UpdateCode {
+    /// Switch the code on or off.
     active: bool,
 }
 
+#[utoipa::path(post, path = "/v1/promotion_codes/{id}", tag = "coupons",
+    params(("id" = PromotionCodeId, Path, description = "The promotion code's id")),
+    request_body = UpdateCode,
+    responses((status = 200, description = "The promotion code after the change", body = PromotionCodeView)))]
 async fn update_code(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
     Json(input): Json<UpdateCode>,
-) -> ApiResult<Response> {
-    let code = find_code(&state, &tenant, &id).await?;
-    Ok(ok(usecases::set_promotion_code_active(
-        &state,
-        &tenant,
-        &code,
-        input.active,
-    )
-    .await?))
+) -> Answer<PromotionCodeView> {
+    let pid = id("id", &raw, PromotionCodeId::parse)?;
+    let code = coupons::find_code(&state, &tenant, &pid).await?;
+    let c = coupons::set_promotion_code_active(&state, &tenant, &code, input.active).await?;
+    Ok(axum::Json(PromotionCodeView::of(&c)))
 }
 
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct CodeQuery {
+    /// 1 to 100 (default 10).
+    limit: Option<i64>,
+    /// Only the codes of this coupon.
+    #[param(value_type = Option<CouponId>)]
+    coupon: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/promotion_codes", tag = "coupons", params(CodeQuery),
+    responses((status = 200, description = "Promotion codes, newest first", body = List<PromotionCodeView>)))]
 async fn list_codes(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
+    tenant: TenantExt,
+    Query(q): Query<CodeQuery>,
+) -> Answer<List<PromotionCodeView>> {
     let limit = limit(q.limit)?;
-    let coupon = match &q.coupon {
-        Some(c) => Some(coupon_id(c).map_err(|e| e.with_param("coupon"))?),
-        None => None,
-    };
-    let rows = state
+    let coupon = q
+        .coupon
+        .as_deref()
+        .map(|c| id("coupon", c, CouponId::parse))
+        .transpose()?;
+    let mut rows = state
         .store
-        .list_promotion_codes(&tenant.id, coupon.as_ref(), limit)
+        .list_promotion_codes(&tenant.id, coupon.as_ref(), limit + 1)
         .await?;
-    Ok(list(rows, false, "/v1/promotion_codes"))
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Ok(axum::Json(List::new(
+        rows.iter().map(PromotionCodeView::of).collect(),
+        has_more,
+        "/v1/promotion_codes",
+    )))
 }

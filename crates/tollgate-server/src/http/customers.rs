@@ -1,129 +1,113 @@
-//! `/v1/customers`: get-or-create by external user id, with exactly one Stripe customer.
+//! `/v1/customers`: get-or-create by the tenant's user id, with exactly one Stripe
+//! customer; lookups by `external_user_id` or `email`; portal sessions.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
-use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::extract::State;
 use serde::Deserialize;
-use tollgate_domain::{CustomerId, Email};
-use tollgate_store::Tenant;
+use tollgate_domain::CustomerId;
+use tollgate_store::CustomerFilter;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{Json, Query, limit, list, ok};
-use crate::error::{ApiError, ApiResult};
+use super::{Answer, Json, PathParam, Query, TenantExt, id, limit};
 use crate::state::AppState;
-use crate::usecases::{ensure_stripe_customer, portal_session as open_portal};
+use crate::usecases::{customers, portal};
+use crate::views::{CustomerView, List, PortalSessionView};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/customers", post(get_or_create).get(list_customers))
-        .route("/v1/customers/{id}", get(retrieve))
-        .route("/v1/customers/{id}/portal_sessions", post(portal_session))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_or_create, list_customers))
+        .routes(routes!(retrieve))
+        .routes(routes!(portal_session))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CustomerInput {
-    external_user_id: String,
-    email: Option<String>,
-    name: Option<String>,
-    /// Test mode only: create the Stripe customer on this test clock.
-    test_clock: Option<String>,
-}
-
+/// Get-or-create a customer by `external_user_id`: one customer, and one Stripe
+/// customer, per tenant and user, even under concurrent calls.
+#[utoipa::path(post, path = "/v1/customers", tag = "customers",
+    request_body = customers::CustomerInput,
+    responses((status = 200, description = "The customer", body = CustomerView)))]
 async fn get_or_create(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Json(input): Json<CustomerInput>,
-) -> ApiResult<Response> {
-    let external = input.external_user_id.trim();
-    if external.is_empty() || external.len() > 255 {
-        return Err(ApiError::invalid(
-            "external_user_id",
-            "invalid_external_user_id",
-            "external_user_id must be 1 to 255 characters.",
-        ));
-    }
-    let email = match &input.email {
-        Some(e) => Some(Email::parse(e).map_err(|_| {
-            ApiError::invalid(
-                "email",
-                "invalid_email",
-                "email is not a valid email address.",
-            )
-        })?),
-        None => None,
-    };
-    let (customer, created) = state
-        .store
-        .get_or_create_customer(
-            &tenant.id,
-            external,
-            email.as_ref().map(Email::as_str),
-            input.name.as_deref(),
-        )
-        .await?;
-    let customer =
-        ensure_stripe_customer(&state, &tenant.id, customer, input.test_clock.as_deref()).await?;
-    let mut body = serde_json::to_value(&customer).map_err(|_| ApiError::internal())?;
-    body["object"] = "customer".into();
-    body["created"] = created.into();
-    Ok(ok(body))
+    tenant: TenantExt,
+    Json(input): Json<customers::CustomerInput>,
+) -> Answer<CustomerView> {
+    let (customer, created) = customers::get_or_create(&state, &tenant, input).await?;
+    let mut view = CustomerView::of(&customer);
+    view.created = Some(created);
+    Ok(axum::Json(view))
 }
 
+#[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",
+    params(("id" = CustomerId, Path, description = "The customer's id")),
+    responses((status = 200, description = "The customer", body = CustomerView)))]
 async fn retrieve(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let cid = CustomerId::parse(&id).ok_or_else(|| ApiError::not_found("customer", &id))?;
-    let customer = state
-        .store
-        .customer(&tenant.id, &cid)
-        .await
-        .map_err(|_| ApiError::not_found("customer", &id))?;
-    Ok(ok(customer))
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+) -> Answer<CustomerView> {
+    let cid = id("id", &raw, CustomerId::parse)?;
+    let customer = customers::find(&state, &tenant, &cid, None).await?;
+    Ok(axum::Json(CustomerView::of(&customer)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// 1 to 100 (default 10).
     limit: Option<i64>,
+    /// A customer id: the page after it.
+    #[param(value_type = Option<CustomerId>)]
     starting_after: Option<String>,
+    /// Only the customer with this user id of the tenant's.
+    external_user_id: Option<String>,
+    /// Only customers with this email (any case).
+    email: Option<String>,
 }
 
+/// The tenant's customers, newest first; `external_user_id` or `email` find one without
+/// creating it.
+#[utoipa::path(get, path = "/v1/customers", tag = "customers", params(ListQuery),
+    responses((status = 200, description = "A page of customers", body = List<CustomerView>)))]
 async fn list_customers(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    tenant: TenantExt,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
+) -> Answer<List<CustomerView>> {
     let limit = limit(q.limit)?;
-    let after = match &q.starting_after {
-        Some(s) => Some(
-            CustomerId::parse(s)
-                .ok_or_else(|| ApiError::not_found("customer", s).with_param("starting_after"))?,
-        ),
-        None => None,
+    let after = q
+        .starting_after
+        .as_deref()
+        .map(|s| id("starting_after", s, CustomerId::parse))
+        .transpose()?;
+    if let Some(a) = &after {
+        customers::find(&state, &tenant, a, Some("starting_after")).await?;
+    }
+    let filter = CustomerFilter {
+        external_user_id: q.external_user_id,
+        email: q
+            .email
+            .as_deref()
+            .map(|e| customers::email("email", e))
+            .transpose()?,
     };
     let mut rows = state
         .store
-        .list_customers(&tenant.id, limit + 1, after.as_ref())
+        .list_customers(&tenant.id, &filter, limit + 1, after.as_ref())
         .await
-        .map_err(|e| match e {
-            tollgate_store::StoreError::NotFound => {
-                ApiError::not_found("customer", q.starting_after.as_deref().unwrap_or_default())
-                    .with_param("starting_after")
-            }
-            other => other.into(),
-        })?;
+        .map_err(crate::error::Error::from)?;
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    Ok(list(rows, has_more, "/v1/customers"))
+    Ok(axum::Json(List::new(
+        rows.iter().map(CustomerView::of).collect(),
+        has_more,
+        "/v1/customers",
+    )))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PortalInput {
+pub struct PortalInput {
     /// Where the portal's "return" goes (default: the tenant's portal return URL template,
     /// with `{CUSTOMER_ID}` filled in).
     return_url: Option<String>,
@@ -131,15 +115,21 @@ struct PortalInput {
 
 /// A customer portal session: the page where the customer cancels, renews, switches plan
 /// and changes card, as the tenant's portal settings allow.
+#[utoipa::path(post, path = "/v1/customers/{id}/portal_sessions", tag = "customers",
+    params(("id" = CustomerId, Path, description = "The customer's id")),
+    request_body = PortalInput,
+    responses((status = 200, description = "The portal session", body = PortalSessionView)))]
 async fn portal_session(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
     Json(input): Json<PortalInput>,
-) -> ApiResult<Response> {
-    let cid = CustomerId::parse(&id).ok_or_else(|| ApiError::not_found("customer", &id))?;
-    let url = open_portal(&state, &tenant, &cid, input.return_url).await?;
-    Ok(ok(
-        serde_json::json!({ "object": "billing_portal.session", "customer": cid, "url": url }),
-    ))
+) -> Answer<PortalSessionView> {
+    let cid = id("id", &raw, CustomerId::parse)?;
+    let url = portal::portal_session(&state, &tenant, &cid, input.return_url).await?;
+    Ok(axum::Json(PortalSessionView {
+        object: "billing_portal.session",
+        customer_id: cid,
+        url,
+    }))
 }

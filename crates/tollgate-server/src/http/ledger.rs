@@ -1,223 +1,262 @@
 //! `/v1/purchases` (history with cursors or pages, refunds) and `/v1/orders`.
 
-use std::sync::Arc;
-
-use axum::extract::{Path, State};
-use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::extract::State;
 use serde::Deserialize;
-use serde_json::json;
 use tollgate_domain::status::PurchaseStatus;
 use tollgate_domain::{CustomerId, OrderId, ProductId, PurchaseId};
-use tollgate_store::{PurchaseFilter, StoreError, Tenant};
+use tollgate_store::{PurchaseFilter, StoreError};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{Json, Query, limit, list, ok};
-use crate::error::{ApiError, ApiResult};
+use super::{Answer, Json, PathParam, Query, TenantExt, id, limit};
+use crate::error::{Code, Error};
 use crate::state::AppState;
-use crate::usecases::refund_purchase;
+use crate::usecases::refunds::{self, RefundInput};
+use crate::views::{BookingView, List, OrderView, PurchasePage, PurchaseView, RefundView};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/purchases", get(list_purchases))
-        .route("/v1/purchases/{id}", get(retrieve))
-        .route("/v1/purchases/{id}/refund", post(refund))
-        .route("/v1/orders", get(list_orders))
-        .route("/v1/orders/{id}", get(retrieve_order))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_purchases))
+        .routes(routes!(retrieve))
+        .routes(routes!(refund))
+        .routes(routes!(list_orders))
+        .routes(routes!(retrieve_order))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct PurchaseQuery {
+    /// Only this customer's purchases.
+    #[param(value_type = Option<CustomerId>)]
     customer: Option<String>,
+    /// Only purchases of this product.
+    #[param(value_type = Option<ProductId>)]
     product: Option<String>,
-    status: Option<String>,
+    status: Option<PurchaseStatus>,
+    /// Only purchases whose creator's share goes to this creator.
+    creator_id: Option<String>,
+    /// Only disputed (`true`) or undisputed (`false`) purchases.
+    disputed: Option<bool>,
+    /// 1 to 100 (default 10), with `starting_after`.
     limit: Option<i64>,
+    /// A purchase id: the page after it.
+    #[param(value_type = Option<PurchaseId>)]
     starting_after: Option<String>,
+    /// A page number from 1, instead of a cursor (with `page_size`).
     page: Option<i64>,
+    /// 1 to 100 (default 20).
     page_size: Option<i64>,
 }
 
+/// The ledger, newest first: by cursor (`limit`, `starting_after`), or by page (`page`,
+/// `page_size`, answering `total_count` and `total_pages`).
+#[utoipa::path(get, path = "/v1/purchases", tag = "ledger", params(PurchaseQuery),
+    responses((status = 200, description = "A page of purchases", body = PurchasePage)))]
 async fn list_purchases(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    tenant: TenantExt,
     Query(q): Query<PurchaseQuery>,
-) -> ApiResult<Response> {
+) -> Answer<PurchasePage> {
+    if let Some(c) = &q.creator_id {
+        crate::usecases::validate::token("creator_id", c, 255)?;
+    }
     let filter = PurchaseFilter {
-        customer_id: q.customer.as_deref().map(|c| CustomerId::parse(c).ok_or_else(|| ApiError::not_found("customer", c).with_param("customer"))).transpose()?,
-        product_id: q.product.as_deref().map(|p| ProductId::parse(p).ok_or_else(|| ApiError::not_found("product", p).with_param("product"))).transpose()?,
-        status: match &q.status {
-            Some(s) => Some(PurchaseStatus::parse(s).ok_or_else(|| ApiError::invalid("status", "invalid_status", "status must be pending, completed, refunded, partially_refunded or failed."))?.as_str().to_owned()),
-            None => None,
-        },
+        customer_id: q
+            .customer
+            .as_deref()
+            .map(|c| id("customer", c, CustomerId::parse))
+            .transpose()?,
+        product_id: q
+            .product
+            .as_deref()
+            .map(|p| id("product", p, ProductId::parse))
+            .transpose()?,
+        status: q.status,
+        creator_id: q.creator_id.clone(),
+        disputed: q.disputed,
     };
     if q.page.is_some() || q.page_size.is_some() {
-        if q.starting_after.is_some() {
-            return Err(ApiError::invalid(
+        if q.starting_after.is_some() || q.limit.is_some() {
+            return Err(Error::invalid(
                 "page",
-                "parameter_conflict",
-                "Use page/page_size or starting_after, not both.",
+                Code::ParameterConflict,
+                "Use page/page_size or limit/starting_after, not both.",
             ));
         }
         let page = q.page.unwrap_or(1);
         let page_size = q.page_size.unwrap_or(20);
-        if page < 1 {
-            return Err(ApiError::invalid(
-                "page",
-                "invalid_page",
-                "page starts at 1.",
-            ));
+        if !(1..=1_000_000).contains(&page) {
+            return Err(Error::param("page", "page is 1 to 1000000."));
         }
         if !(1..=100).contains(&page_size) {
-            return Err(ApiError::invalid(
+            return Err(Error::param(
                 "page_size",
-                "invalid_page_size",
                 "page_size must be between 1 and 100.",
             ));
         }
-        let offset = (page - 1)
-            .checked_mul(page_size)
-            .ok_or_else(|| ApiError::invalid("page", "invalid_page", "page is too large."))?;
+        let offset = (page - 1) * page_size;
         let (rows, total) = state
             .store
             .list_purchases(&tenant.id, &filter, page_size, offset, None)
             .await?;
         let total_pages = (total + page_size - 1) / page_size;
-        return Ok(ok(json!({
-            "object": "list", "data": rows, "url": "/v1/purchases",
-            "page": page, "page_size": page_size, "total_count": total, "total_pages": total_pages, "has_more": page < total_pages,
-        })));
+        return Ok(axum::Json(PurchasePage {
+            object: "list",
+            data: rows.iter().map(PurchaseView::of).collect(),
+            has_more: page < total_pages,
+            url: "/v1/purchases".into(),
+            page,
+            page_size,
+            total_count: total,
+            total_pages,
+        }));
     }
     let limit = limit(q.limit)?;
     let after = q
         .starting_after
         .as_deref()
-        .map(|s| {
-            PurchaseId::parse(s)
-                .ok_or_else(|| ApiError::not_found("purchase", s).with_param("starting_after"))
-        })
+        .map(|s| id("starting_after", s, PurchaseId::parse))
         .transpose()?;
-    let (mut rows, total) = state
+    let (mut rows, total) = match state
         .store
         .list_purchases(&tenant.id, &filter, limit + 1, 0, after.as_ref())
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => {
-                ApiError::not_found("purchase", q.starting_after.as_deref().unwrap_or_default())
-                    .with_param("starting_after")
-            }
-            other => other.into(),
-        })?;
+    {
+        Ok(r) => r,
+        Err(StoreError::NotFound) => {
+            return Err(Error::not_found(
+                "purchase",
+                q.starting_after.as_deref().unwrap_or_default(),
+            )
+            .with_param("starting_after"));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let _ = total;
-    Ok(list(rows, has_more, "/v1/purchases"))
+    Ok(axum::Json(PurchasePage {
+        object: "list",
+        data: rows.iter().map(PurchaseView::of).collect(),
+        has_more,
+        url: "/v1/purchases".into(),
+        page: 1,
+        page_size: limit,
+        total_count: total,
+        total_pages: (total + limit - 1) / limit,
+    }))
 }
 
+/// A purchase with its refunds.
+#[utoipa::path(get, path = "/v1/purchases/{id}", tag = "ledger",
+    params(("id" = PurchaseId, Path, description = "The purchase's id")),
+    responses((status = 200, description = "The purchase", body = PurchaseView)))]
 async fn retrieve(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let pid = PurchaseId::parse(&id).ok_or_else(|| ApiError::not_found("purchase", &id))?;
-    let purchase = state
-        .store
-        .purchase(&tenant.id, &pid)
-        .await
-        .map_err(|_| ApiError::not_found("purchase", &id))?;
-    let refunds = state.store.refunds_for_purchase(&tenant.id, &pid).await?;
-    let mut body = serde_json::to_value(&purchase).map_err(|_| ApiError::internal())?;
-    body["object"] = "purchase".into();
-    body["refunds"] = serde_json::to_value(refunds).map_err(|_| ApiError::internal())?;
-    Ok(ok(body))
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+) -> Answer<PurchaseView> {
+    let pid = id("id", &raw, PurchaseId::parse)?;
+    let purchase = refunds::find(&state, &tenant, &pid).await?;
+    let records = state.store.refunds_for_purchase(&tenant.id, &pid).await?;
+    let mut view = PurchaseView::of(&purchase);
+    view.refunds = Some(records.iter().map(RefundView::of).collect());
+    Ok(axum::Json(view))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RefundInput {
-    amount: Option<i64>,
-    reason: Option<String>,
-}
-
+/// Refunds a purchase in full or in part; the split is reversed in proportion, and a full
+/// refund revokes access.
+#[utoipa::path(post, path = "/v1/purchases/{id}/refund", tag = "ledger",
+    params(("id" = PurchaseId, Path, description = "The purchase's id")),
+    request_body = RefundInput,
+    responses((status = 200, description = "The purchase after the refund", body = PurchaseView)))]
 async fn refund(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
     Json(input): Json<RefundInput>,
-) -> ApiResult<Response> {
-    let pid = PurchaseId::parse(&id).ok_or_else(|| ApiError::not_found("purchase", &id))?;
-    let after = refund_purchase(&state, &tenant, &pid, input.amount, input.reason.as_deref())
-        .await
-        .map_err(|e| {
-            if e.code == "resource_missing" {
-                ApiError::not_found("purchase", &id)
-            } else {
-                e
-            }
-        })?;
-    Ok(ok(after))
+) -> Answer<PurchaseView> {
+    let pid = id("id", &raw, PurchaseId::parse)?;
+    let after = refunds::refund_purchase(&state, &tenant, &pid, input).await?;
+    Ok(axum::Json(PurchaseView::of(&after)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct OrderQuery {
+    /// Only this customer's orders.
+    #[param(value_type = Option<CustomerId>)]
     customer: Option<String>,
+    /// 1 to 100 (default 10).
     limit: Option<i64>,
+    /// An order id: the page after it.
+    #[param(value_type = Option<OrderId>)]
     starting_after: Option<String>,
 }
 
+/// Orders, newest first.
+#[utoipa::path(get, path = "/v1/orders", tag = "ledger", params(OrderQuery),
+    responses((status = 200, description = "A page of orders", body = List<OrderView>)))]
 async fn list_orders(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    tenant: TenantExt,
     Query(q): Query<OrderQuery>,
-) -> ApiResult<Response> {
+) -> Answer<List<OrderView>> {
     let limit = limit(q.limit)?;
     let customer = q
         .customer
         .as_deref()
-        .map(|c| {
-            CustomerId::parse(c)
-                .ok_or_else(|| ApiError::not_found("customer", c).with_param("customer"))
-        })
+        .map(|c| id("customer", c, CustomerId::parse))
         .transpose()?;
     let after = q
         .starting_after
         .as_deref()
-        .map(|s| {
-            OrderId::parse(s)
-                .ok_or_else(|| ApiError::not_found("order", s).with_param("starting_after"))
-        })
+        .map(|s| id("starting_after", s, OrderId::parse))
         .transpose()?;
-    let mut rows = state
+    let mut rows = match state
         .store
         .list_orders(&tenant.id, customer.as_ref(), limit + 1, after.as_ref())
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => {
-                ApiError::not_found("order", q.starting_after.as_deref().unwrap_or_default())
-                    .with_param("starting_after")
-            }
-            other => other.into(),
-        })?;
+    {
+        Ok(r) => r,
+        Err(StoreError::NotFound) => {
+            return Err(
+                Error::not_found("order", q.starting_after.as_deref().unwrap_or_default())
+                    .with_param("starting_after"),
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    Ok(list(rows, has_more, "/v1/orders"))
+    Ok(axum::Json(List::new(
+        rows.iter().map(OrderView::of).collect(),
+        has_more,
+        "/v1/orders",
+    )))
 }
 
+/// An order with its items, bookings and purchases.
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "ledger",
+    params(("id" = OrderId, Path, description = "The order's id")),
+    responses((status = 200, description = "The order", body = OrderView)))]
 async fn retrieve_order(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let oid = OrderId::parse(&id).ok_or_else(|| ApiError::not_found("order", &id))?;
-    let order = state
-        .store
-        .order(&tenant.id, &oid)
-        .await
-        .map_err(|_| ApiError::not_found("order", &id))?;
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+) -> Answer<OrderView> {
+    let oid = id("id", &raw, OrderId::parse)?;
+    let order = match state.store.order(&tenant.id, &oid).await {
+        Ok(o) => o,
+        Err(StoreError::NotFound) => return Err(Error::not_found("order", oid.as_str())),
+        Err(e) => return Err(e.into()),
+    };
     let bookings = state.store.bookings_for_order(&tenant.id, &oid).await?;
     let purchases = state.store.purchases_for_order(&tenant.id, &oid).await?;
-    let mut body = serde_json::to_value(&order).map_err(|_| ApiError::internal())?;
-    body["object"] = "order".into();
-    body["bookings"] = serde_json::to_value(bookings).map_err(|_| ApiError::internal())?;
-    body["purchases"] = serde_json::to_value(purchases).map_err(|_| ApiError::internal())?;
-    Ok(ok(body))
+    let mut view = OrderView::of(&order);
+    view.bookings = Some(bookings.iter().map(BookingView::of).collect());
+    view.purchases = Some(purchases.iter().map(PurchaseView::of).collect());
+    Ok(axum::Json(view))
 }

@@ -1,40 +1,52 @@
 //! The HTTP API: one router per resource over one shared state, tenant authentication and
-//! `Idempotency-Key` as layers, and our error format for every failure, including malformed
-//! JSON, oversized bodies and unknown routes.
+//! `Idempotency-Key` as layers, our error format for every failure (malformed JSON,
+//! oversized bodies, unknown routes and query parameters included), and the OpenAPI
+//! document, generated from the same routes so that it cannot drift from them.
 
-pub(crate) mod access;
+mod access;
 mod admin;
-
-pub use admin::settings_from_cli as admin_settings;
 mod catalog;
 mod checkout;
 mod coupons;
 mod customers;
+pub mod error;
 mod events;
+pub mod extract;
 mod ledger;
+mod openapi;
 mod plans;
 mod subscriptions;
 mod usage;
+
 mod webhooks;
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request, State};
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::Digest;
-use tollgate_store::IdempotencyOutcome;
+use tollgate_store::{IdempotencyOutcome, Tenant};
+use utoipa_axum::router::OpenApiRouter;
 
-use crate::error::ApiError;
+use crate::error::{Code, Error};
 use crate::state::AppState;
+
+pub use extract::{Json, PathParam, PathParams, Query};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    let tenant_api = Router::new()
+/// The tenant a request is authenticated as.
+pub type TenantExt = axum::Extension<Arc<Tenant>>;
+
+/// The routes and their OpenAPI document.
+pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let tenant_api = OpenApiRouter::new()
         .merge(customers::router())
         .merge(catalog::router())
         .merge(checkout::router())
@@ -45,46 +57,67 @@ pub fn router(state: AppState) -> Router {
         .merge(plans::router())
         .merge(coupons::router())
         .merge(usage::router())
+        .merge(admin::own_router())
         .layer(middleware::from_fn_with_state(state.clone(), idempotency))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             authenticate_tenant,
         ));
-    Router::new()
+    let operator_api = admin::operator_router()
+        .layer(middleware::from_fn_with_state(state.clone(), idempotency))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            admin::authenticate_operator,
+        ));
+    let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(tenant_api)
-        .merge(admin::router(state.clone()))
+        .merge(operator_api)
         .merge(webhooks::router())
+        .split_for_parts();
+    let api = openapi::finish(api);
+    let document = Arc::new(serde_json::to_vec(&api).unwrap_or_default());
+    let router = router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        document.as_ref().clone(),
+                    )
+                }
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "No such route.")
-        })
+        .fallback(|| async { Error::new(Code::RouteNotFound, "No such route.") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+            Error::new(
+                Code::MethodNotAllowed,
                 "This route does not take that method.",
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .with_state(state);
+    (router, api)
+}
+
+/// The router alone.
+pub fn router(state: AppState) -> Router {
+    routes(state).0
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
     if state.store.ping().await {
         "ready".into_response()
     } else {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            "The database does not answer.",
-        )
-        .into_response()
+        Error::new(Code::DatabaseUnavailable, "The database does not answer.").into_response()
     }
 }
 
 /// The bearer token, if the request has one.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
@@ -98,6 +131,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 #[derive(Clone)]
 pub struct IdempotencyScope(pub String);
 
+fn unauthorized(message: &str) -> Response {
+    Error::new(Code::InvalidApiKey, message).into_response()
+}
+
 /// Resolves the tenant from `Authorization: Bearer tg_sk_...`; never from the body.
 async fn authenticate_tenant(
     State(state): State<AppState>,
@@ -105,8 +142,7 @@ async fn authenticate_tenant(
     next: Next,
 ) -> Response {
     let Some(secret) = bearer(req.headers()).filter(|s| s.starts_with("tg_sk_")) else {
-        return ApiError::unauthorized("Pass a tenant API key: Authorization: Bearer tg_sk_...")
-            .into_response();
+        return unauthorized("Pass a tenant API key: Authorization: Bearer tg_sk_...");
     };
     match state.tenant_for_key(secret).await {
         Ok(Some(tenant)) => {
@@ -115,14 +151,14 @@ async fn authenticate_tenant(
             req.extensions_mut().insert(tenant);
             next.run(req).await
         }
-        Ok(None) => ApiError::unauthorized("Invalid or revoked API key.").into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+        Ok(None) => unauthorized("Invalid or revoked API key."),
+        Err(e) => Error::from(e).into_response(),
     }
 }
 
 /// How long a request holds its key while it runs. A request that dies with the process
 /// holds it this long; one whose client goes away gives it up at once.
-const IDEMPOTENCY_LOCK_MS: i64 = 120_000;
+const IDEMPOTENCY_LOCK: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Holds an `Idempotency-Key` while its request runs, and gives it up if the request never
 /// finishes (the client went away and the handler was dropped), so that a retry can run.
@@ -154,38 +190,31 @@ impl Drop for HeldKey {
 /// `Idempotency-Key` on POST: the same key and body replays the first answer; the same key
 /// with another body, or while the first request runs, is a 409. As Stripe does, answers
 /// that say nothing about the request itself are not kept (5xx: our failure; 429: turned
-/// away before running), so a retry runs again.
+/// away before running), so a retry runs again. Other methods skip this layer.
 async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
     let key = match req.headers().get("idempotency-key").map(|k| k.to_str()) {
         None => return next.run(req).await,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => k.to_owned(),
         Some(_) => {
-            return ApiError::invalid(
+            return Error::invalid(
                 "Idempotency-Key",
-                "invalid_idempotency_key",
+                Code::InvalidIdempotencyKey,
                 "Idempotency-Key must be 1 to 255 visible characters.",
             )
             .into_response();
         }
     };
-    if req.method() != Method::POST {
-        return next.run(req).await;
-    }
     let Some(IdempotencyScope(scope)) = req.extensions().get::<IdempotencyScope>().cloned() else {
         // Only authenticated routes carry this layer; nothing to scope by is our mistake.
-        return ApiError::internal().into_response();
+        return Error::internal().into_response();
     };
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("The body is larger than {MAX_BODY} bytes."),
-            )
-            .into_response();
-        }
+        Err(_) => return extract::too_large(MAX_BODY).into_response(),
     };
     let mut hasher = sha2::Sha256::new();
     hasher.update(parts.method.as_str());
@@ -196,7 +225,7 @@ async fn idempotency(State(state): State<AppState>, req: Request, next: Next) ->
     let hash = hex::encode(hasher.finalize());
     match state
         .store
-        .idempotency_begin(&scope, &key, &hash, IDEMPOTENCY_LOCK_MS)
+        .idempotency_begin(&scope, &key, &hash, IDEMPOTENCY_LOCK)
         .await
     {
         Ok(IdempotencyOutcome::Proceed) => {}
@@ -214,20 +243,20 @@ async fn idempotency(State(state): State<AppState>, req: Request, next: Next) ->
             return res;
         }
         Ok(IdempotencyOutcome::Mismatch) => {
-            return ApiError::conflict(
-                "idempotency_key_reused",
+            return Error::conflict(
+                Code::IdempotencyKeyReused,
                 format!("Idempotency-Key '{key}' was used with a different request."),
             )
             .into_response();
         }
         Ok(IdempotencyOutcome::InProgress) => {
-            return ApiError::conflict(
-                "idempotency_key_in_use",
+            return Error::conflict(
+                Code::IdempotencyKeyInUse,
                 format!("A request with Idempotency-Key '{key}' is still running."),
             )
             .into_response();
         }
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return Error::from(e).into_response(),
     }
     let mut held = HeldKey {
         state: state.clone(),
@@ -266,89 +295,24 @@ async fn idempotency(State(state): State<AppState>, req: Request, next: Next) ->
     Response::from_parts(res_parts, Body::from(body))
 }
 
-/// A JSON body whose rejections answer in our error format.
-pub struct Json<T>(pub T);
-
-impl<T, S> FromRequest<S> for Json<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("The body is larger than {MAX_BODY} bytes."),
-                )
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())
-            }
-        })?;
-        let bytes = if bytes.is_empty() {
-            Bytes::from_static(b"{}")
-        } else {
-            bytes
-        };
-        serde_json::from_slice(&bytes).map(Json).map_err(|e| {
-            let code = if e.is_data() {
-                "invalid_parameter"
-            } else {
-                "invalid_json"
-            };
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                code,
-                format!("The JSON body is not valid: {e}"),
-            )
-        })
-    }
-}
-
-/// Renders a value as a JSON answer.
-pub fn ok<T: serde::Serialize>(value: T) -> Response {
-    axum::Json(value).into_response()
-}
-
-/// A list in Stripe's shape.
-pub fn list<T: serde::Serialize>(data: Vec<T>, has_more: bool, url: &str) -> Response {
-    ok(serde_json::json!({ "object": "list", "data": data, "has_more": has_more, "url": url }))
-}
-
 /// `limit` from a query: 1 to 100, default 10.
-pub fn limit(value: Option<i64>) -> Result<i64, ApiError> {
+pub fn limit(value: Option<i64>) -> Result<i64, Error> {
     let l = value.unwrap_or(10);
     if (1..=100).contains(&l) {
         Ok(l)
     } else {
-        Err(ApiError::invalid(
-            "limit",
-            "invalid_limit",
-            "limit must be between 1 and 100",
-        ))
+        Err(Error::param("limit", "limit must be between 1 and 100."))
     }
 }
 
-/// Query strings answer in our error format too.
-pub struct Query<T>(pub T);
-
-impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| Query(q.0))
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))
-    }
+/// Parses a Tollgate id from a path or query parameter, naming it when it is wrong.
+pub fn id<T>(
+    param: &str,
+    s: &str,
+    parse: fn(&str) -> Result<T, tollgate_domain::IdError>,
+) -> Result<T, Error> {
+    parse(s).map_err(|e| Error::bad_id(param, e))
 }
+
+/// An answer rendered as JSON.
+pub type Answer<T> = Result<axum::Json<T>, Error>;

@@ -1,190 +1,104 @@
 //! What plans grant (`/v1/products/{id}/entitlements`), and price migrations
 //! (`/v1/prices/{id}/migrate`, `/v1/price_migrations/{id}`).
 
-use std::sync::Arc;
+use axum::extract::State;
+use tollgate_domain::{EntitlementId, PriceMigrationId, ProductId};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use axum::extract::{Path, State};
-use axum::response::Response;
-use axum::routing::{delete, get, post};
-use axum::{Extension, Router};
-use serde::Deserialize;
-use serde_json::json;
-use tollgate_domain::{EntitlementId, PriceMigrationId};
-use tollgate_store::{StoreError, Tenant};
-
-use super::catalog::live_product;
-use super::{Json, list, ok};
-use crate::error::{ApiError, ApiResult};
-use crate::http::access::valid_feature;
+use super::{Answer, Json, PathParam, PathParams, TenantExt, id};
 use crate::state::AppState;
-use crate::usecases::{MigrationInput, migrate_price, run_price_migration};
+use crate::usecases::PriceRef;
+use crate::usecases::migrations::{self, MigrationInput};
+use crate::usecases::plans::{self, EntitlementInput};
+use crate::views::{Deleted, EntitlementView, List, PriceMigrationView};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/products/{id}/entitlements",
-            post(add_entitlement).get(list_entitlements),
-        )
-        .route(
-            "/v1/products/{id}/entitlements/{entitlement}",
-            delete(delete_entitlement),
-        )
-        .route("/v1/prices/{id}/migrate", post(migrate))
-        .route("/v1/price_migrations/{id}", get(retrieve_migration))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(add_entitlement, list_entitlements))
+        .routes(routes!(delete_entitlement))
+        .routes(routes!(migrate))
+        .routes(routes!(retrieve_migration))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntitlementInput {
-    product: Option<String>,
-    feature: Option<String>,
-}
-
-async fn plan(state: &AppState, tenant: &Tenant, id: &str) -> ApiResult<tollgate_store::Product> {
-    let product = live_product(state, tenant, id).await?;
-    if product.kind != "plan" {
-        return Err(ApiError::invalid(
-            "id",
-            "not_a_plan",
-            "Only products of kind plan grant other products or features.",
-        ));
-    }
-    Ok(product)
-}
-
+/// Makes a plan grant another product or a named feature to its subscribers.
+#[utoipa::path(post, path = "/v1/products/{id}/entitlements", tag = "plans",
+    params(("id" = ProductId, Path, description = "The plan's id")),
+    request_body = EntitlementInput,
+    responses((status = 200, description = "The entitlement", body = EntitlementView)))]
 async fn add_entitlement(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
     Json(input): Json<EntitlementInput>,
-) -> ApiResult<Response> {
-    let plan = plan(&state, &tenant, &id).await?;
-    let (product, feature) = match (&input.product, &input.feature) {
-        (Some(p), None) => {
-            let granted = live_product(&state, &tenant, p)
-                .await
-                .map_err(|e| e.with_param("product"))?;
-            if granted.id == plan.id {
-                return Err(ApiError::invalid(
-                    "product",
-                    "invalid_entitlement",
-                    "A plan grants itself already.",
-                ));
-            }
-            (Some(granted.id), None)
-        }
-        (None, Some(f)) if valid_feature(f) => (None, Some(f.as_str())),
-        (None, Some(_)) => {
-            return Err(ApiError::invalid(
-                "feature",
-                "invalid_feature",
-                "feature must be 1 to 100 visible characters.",
-            ));
-        }
-        _ => {
-            return Err(ApiError::invalid(
-                "product",
-                "parameter_missing",
-                "Pass a product or a feature (one of them).",
-            ));
-        }
-    };
-    let (entitlement, customers) = state
-        .store
-        .add_entitlement(&tenant.id, &plan.id, product.as_ref(), feature)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => {
-                ApiError::conflict("entitlement_exists", "The plan grants that already.")
-            }
-            other => other.into(),
-        })?;
-    for c in &customers {
-        state.access_changed(&tenant.id, c).await;
-    }
-    Ok(ok(entitlement))
+) -> Answer<EntitlementView> {
+    let plan = id("id", &raw, ProductId::parse)?;
+    let e = plans::add_entitlement(&state, &tenant, &plan, input).await?;
+    Ok(axum::Json(EntitlementView::of(&e)))
 }
 
+#[utoipa::path(get, path = "/v1/products/{id}/entitlements", tag = "plans",
+    params(("id" = ProductId, Path, description = "The plan's id")),
+    responses((status = 200, description = "What the plan grants", body = List<EntitlementView>)))]
 async fn list_entitlements(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let plan = plan(&state, &tenant, &id).await?;
-    let rows = state
-        .store
-        .entitlements_for_plan(&tenant.id, &plan.id)
-        .await?;
-    Ok(list(
-        rows,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+) -> Answer<List<EntitlementView>> {
+    let plan = id("id", &raw, ProductId::parse)?;
+    let rows = plans::list_entitlements(&state, &tenant, &plan).await?;
+    Ok(axum::Json(List::new(
+        rows.iter().map(EntitlementView::of).collect(),
         false,
-        &format!("/v1/products/{}/entitlements", plan.id),
-    ))
+        format!("/v1/products/{plan}/entitlements"),
+    )))
 }
 
+#[utoipa::path(delete, path = "/v1/products/{id}/entitlements/{entitlement}", tag = "plans",
+    params(("id" = ProductId, Path, description = "The plan's id"),
+           ("entitlement" = EntitlementId, Path, description = "The entitlement's id")),
+    responses((status = 200, description = "Deleted", body = Deleted<EntitlementId>)))]
 async fn delete_entitlement(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path((id, entitlement)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    let plan = plan(&state, &tenant, &id).await?;
-    let missing = || ApiError::not_found("entitlement", &entitlement);
-    let eid = EntitlementId::parse(&entitlement).ok_or_else(missing)?;
-    let customers = state
-        .store
-        .delete_entitlement(&tenant.id, &plan.id, &eid)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => missing(),
-            other => other.into(),
-        })?;
-    for c in &customers {
-        state.access_changed(&tenant.id, c).await;
-    }
-    Ok(ok(
-        json!({ "id": eid, "object": "entitlement", "deleted": true }),
-    ))
+    tenant: TenantExt,
+    PathParams(raw_plan, raw_entitlement): PathParams,
+) -> Answer<Deleted<EntitlementId>> {
+    let plan = id("id", &raw_plan, ProductId::parse)?;
+    let eid = id("entitlement", &raw_entitlement, EntitlementId::parse)?;
+    plans::delete_entitlement(&state, &tenant, &plan, &eid).await?;
+    Ok(axum::Json(Deleted {
+        id: eid,
+        object: "entitlement",
+        deleted: true,
+    }))
 }
 
+/// Puts `to_price` in this price's place for new sign-ups (with its lookup key) and moves
+/// existing subscriptions onto it at `move_existing_at`, from their next renewal.
+#[utoipa::path(post, path = "/v1/prices/{id}/migrate", tag = "plans",
+    params(("id" = String, Path, description = "The price's id or lookup key")),
+    request_body = MigrationInput,
+    responses((status = 200, description = "The migration", body = PriceMigrationView)))]
 async fn migrate(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
     Json(input): Json<MigrationInput>,
-) -> ApiResult<Response> {
-    let from = crate::usecases::find_price(&state, &tenant.id, &id, "id").await?;
-    let to = crate::usecases::find_price(&state, &tenant.id, &input.to_price, "to_price").await?;
-    let now = tollgate_store::now_ms() / 1000;
-    if input.move_existing_at.is_some_and(|t| t < now - 60) {
-        return Err(ApiError::invalid(
-            "move_existing_at",
-            "invalid_time",
-            "move_existing_at is now or later (Unix seconds).",
-        ));
-    }
-    let migration = migrate_price(&state, &tenant, from, to, input.move_existing_at).await?;
-    // Due now: start at once rather than at the next sweep.
-    if input.move_existing_at.is_some_and(|t| t <= now) {
-        let (state, tenant, m) = (state.clone(), tenant.clone(), migration.clone());
-        tokio::spawn(async move {
-            if let Err(e) = run_price_migration(&state, &tenant, &m).await {
-                tracing::warn!(error = %e.message, migration = %m.id, "price migration failed; the sweep tries again");
-            }
-        });
-    }
-    Ok(ok(migration))
+) -> Answer<PriceMigrationView> {
+    let from = PriceRef::parse("id", &raw)?;
+    let m = migrations::migrate_price(&state, &tenant, &from, input).await?;
+    Ok(axum::Json(PriceMigrationView::of(&m)))
 }
 
+#[utoipa::path(get, path = "/v1/price_migrations/{id}", tag = "plans",
+    params(("id" = PriceMigrationId, Path, description = "The migration's id")),
+    responses((status = 200, description = "The migration", body = PriceMigrationView)))]
 async fn retrieve_migration(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let missing = || ApiError::not_found("price migration", &id);
-    let mid = PriceMigrationId::parse(&id).ok_or_else(missing)?;
-    match state.store.price_migration(&tenant.id, &mid).await {
-        Ok(m) => Ok(ok(m)),
-        Err(StoreError::NotFound) => Err(missing()),
-        Err(e) => Err(e.into()),
-    }
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+) -> Answer<PriceMigrationView> {
+    let mid = id("id", &raw, PriceMigrationId::parse)?;
+    let m = migrations::find(&state, &tenant, &mid).await?;
+    Ok(axum::Json(PriceMigrationView::of(&m)))
 }

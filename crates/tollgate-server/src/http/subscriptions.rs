@@ -1,95 +1,89 @@
 //! `/v1/subscriptions`: the mirror of customers' subscriptions, and the changes the API
 //! makes to them in Stripe (cancel, resume, change of price, pause).
 
-use std::sync::Arc;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use tollgate_domain::status::SubscriptionStatus;
+use tollgate_domain::{CustomerId, SubscriptionId, Timestamp};
+use tollgate_store::{Subscription, SubscriptionFilter};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use axum::extract::{Path, State};
-use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
-use serde::Deserialize;
-use tollgate_domain::status::{PauseBehavior, SubscriptionStatus};
-use tollgate_domain::{CustomerId, SubscriptionId};
-use tollgate_store::{StoreError, Subscription, SubscriptionFilter, Tenant};
-
-use super::{Json, Query, limit, list, ok};
-use crate::error::{ApiError, ApiResult};
+use super::{Answer, Json, PathParam, Query, TenantExt, id, limit};
 use crate::state::AppState;
-use crate::usecases;
+use crate::usecases::subscriptions::{self as subs, ChangePriceInput, PauseInput, Synced};
+use crate::views::{List, SubscriptionView};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/subscriptions", get(list_subscriptions))
-        .route("/v1/subscriptions/{id}", get(retrieve))
-        .route("/v1/subscriptions/{id}/cancel", post(cancel))
-        .route("/v1/subscriptions/{id}/resume", post(resume))
-        .route("/v1/subscriptions/{id}/change_price", post(change_price))
-        .route("/v1/subscriptions/{id}/pause", post(pause))
-        .route("/v1/subscriptions/{id}/unpause", post(unpause))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_subscriptions))
+        .routes(routes!(retrieve))
+        .routes(routes!(cancel))
+        .routes(routes!(resume))
+        .routes(routes!(change_price))
+        .routes(routes!(pause))
+        .routes(routes!(unpause))
 }
 
-/// A subscription as the API shows it: the mirror plus what access it gives now.
-fn render(state: &AppState, tenant: &Tenant, s: &Subscription) -> serde_json::Value {
-    let mut body = serde_json::to_value(s).unwrap_or_default();
-    body["object"] = "subscription".into();
-    // What the customer may use of the plan now (from the access index, like /v1/access).
+/// A subscription as shown: the mirror plus what access its plan gives now (from the
+/// access index, like `/v1/access`).
+pub(super) fn view(state: &AppState, s: &Subscription) -> SubscriptionView {
     let access = s.product_id.as_ref().map(|p| {
         state
             .access
-            .check_product(&tenant.id, &s.customer_id, p, tollgate_store::now_ms())
+            .check_product(&s.tenant_id, &s.customer_id, p, Timestamp::now())
     });
-    body["has_access"] = access.as_ref().is_some_and(|a| a.has_access).into();
-    body["access_expires_at"] = access.and_then(|a| a.expires_at).into();
-    body
+    SubscriptionView::of(s, access.as_ref())
 }
 
-async fn find(state: &AppState, tenant: &Tenant, id: &str) -> ApiResult<Subscription> {
-    let missing = || ApiError::not_found("subscription", id);
-    let sid = SubscriptionId::parse(id).ok_or_else(missing)?;
-    match state.store.subscription(&tenant.id, &sid).await {
-        Ok(s) => Ok(s),
-        Err(StoreError::NotFound) => Err(missing()),
-        Err(e) => Err(e.into()),
-    }
+async fn find(
+    state: &AppState,
+    tenant: &TenantExt,
+    raw: &str,
+) -> crate::error::Result<Subscription> {
+    let sid = id("id", raw, SubscriptionId::parse)?;
+    subs::find(state, tenant, &sid).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this customer's subscriptions.
+    #[param(value_type = Option<CustomerId>)]
     customer: Option<String>,
-    status: Option<String>,
+    status: Option<SubscriptionStatus>,
+    /// 1 to 100 (default 10).
     limit: Option<i64>,
+    /// A subscription id: the page after it.
+    #[param(value_type = Option<SubscriptionId>)]
     starting_after: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions", params(ListQuery),
+    responses((status = 200, description = "A page of subscriptions", body = List<SubscriptionView>)))]
 async fn list_subscriptions(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    tenant: TenantExt,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
+) -> Answer<List<SubscriptionView>> {
     let limit = limit(q.limit)?;
-    if let Some(s) = &q.status
-        && SubscriptionStatus::parse(s).is_none()
-    {
-        return Err(ApiError::invalid(
-            "status",
-            "invalid_status",
-            "status must be one of Stripe's subscription statuses (active, trialing, past_due, ...).",
-        ));
-    }
-    let customer = match &q.customer {
-        Some(c) => Some(
-            CustomerId::parse(c)
-                .ok_or_else(|| ApiError::not_found("customer", c).with_param("customer"))?,
-        ),
-        None => None,
-    };
+    let customer = q
+        .customer
+        .as_deref()
+        .map(|c| id("customer", c, CustomerId::parse))
+        .transpose()?;
     let after = match &q.starting_after {
-        Some(s) => Some(
-            find(&state, &tenant, s)
-                .await
-                .map_err(|e| e.with_param("starting_after"))?
-                .id,
-        ),
+        Some(s) => {
+            let sid = id("starting_after", s, SubscriptionId::parse)?;
+            Some(
+                subs::find(&state, &tenant, &sid)
+                    .await
+                    .map_err(|e| e.with_param("starting_after"))?
+                    .id,
+            )
+        }
         None => None,
     };
     let mut rows = state
@@ -98,7 +92,7 @@ async fn list_subscriptions(
             &tenant.id,
             &SubscriptionFilter {
                 customer_id: customer,
-                status: q.status.clone(),
+                status: q.status,
             },
             limit + 1,
             after.as_ref(),
@@ -106,125 +100,133 @@ async fn list_subscriptions(
         .await?;
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let data: Vec<_> = rows.iter().map(|s| render(&state, &tenant, s)).collect();
-    Ok(list(data, has_more, "/v1/subscriptions"))
+    Ok(axum::Json(List::new(
+        rows.iter().map(|s| view(&state, s)).collect(),
+        has_more,
+        "/v1/subscriptions",
+    )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RetrieveQuery {
+    /// Read Stripe's state first (as a webhook would).
     sync: Option<bool>,
 }
 
-/// `?sync=true` reads Stripe's state first (as the webhook would).
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = SubscriptionId, Path, description = "The subscription's id"), RetrieveQuery),
+    responses((status = 200, description = "The subscription", body = SubscriptionView)))]
 async fn retrieve(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
     Query(q): Query<RetrieveQuery>,
-) -> ApiResult<Response> {
-    let mut sub = find(&state, &tenant, &id).await?;
-    if q.sync == Some(true) {
-        sub =
-            usecases::sync_subscription(&state, &tenant, &sub.stripe_subscription_id, None).await?;
+) -> Answer<SubscriptionView> {
+    let mut sub = find(&state, &tenant, &raw).await?;
+    if q.sync == Some(true)
+        && let Synced::Mirrored(s) =
+            subs::sync_subscription(&state, &tenant, &sub.stripe_subscription_id, None).await?
+    {
+        sub = *s;
     }
-    Ok(ok(render(&state, &tenant, &sub)))
+    Ok(axum::Json(view(&state, &sub)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CancelInput {
-    /// `true` (the default): at the end of the period; `false`: now.
+pub struct CancelInput {
+    /// `true` (the default): at the end of the period, keeping access until then;
+    /// `false`: now.
     at_period_end: Option<bool>,
 }
 
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/cancel", tag = "subscriptions",
+    params(("id" = SubscriptionId, Path, description = "The subscription's id")),
+    request_body = CancelInput,
+    responses((status = 200, description = "The subscription after the change", body = SubscriptionView)))]
 async fn cancel(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
     Json(input): Json<CancelInput>,
-) -> ApiResult<Response> {
-    let sub = find(&state, &tenant, &id).await?;
+) -> Answer<SubscriptionView> {
+    let sub = find(&state, &tenant, &raw).await?;
     let after =
-        usecases::cancel_subscription(&state, &tenant, &sub, input.at_period_end.unwrap_or(true))
+        subs::cancel_subscription(&state, &tenant, &sub, input.at_period_end.unwrap_or(true))
             .await?;
-    Ok(ok(render(&state, &tenant, &after)))
+    Ok(axum::Json(view(&state, &after)))
 }
 
-#[derive(Deserialize, Default)]
+/// Nothing to send.
+#[derive(Deserialize, Default, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NoInput {}
+pub struct NoInput {}
 
+/// Takes back a cancellation at period end (or resumes a `paused` subscription).
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/resume", tag = "subscriptions",
+    params(("id" = SubscriptionId, Path, description = "The subscription's id")),
+    request_body = NoInput,
+    responses((status = 200, description = "The subscription after the change", body = SubscriptionView)))]
 async fn resume(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
-    Json(_): Json<NoInput>,
-) -> ApiResult<Response> {
-    let sub = find(&state, &tenant, &id).await?;
-    let after = usecases::resume_subscription(&state, &tenant, &sub).await?;
-    Ok(ok(render(&state, &tenant, &after)))
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+    Json(_no_input): Json<NoInput>,
+) -> Answer<SubscriptionView> {
+    let sub = find(&state, &tenant, &raw).await?;
+    let after = subs::resume_subscription(&state, &tenant, &sub).await?;
+    Ok(axum::Json(view(&state, &after)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChangePriceInput {
-    /// A price id or one of the tenant's lookup keys.
-    price: String,
-    quantity: Option<i64>,
-}
-
+/// A dearer rate moves now and invoices the prorated difference; a cheaper one is billed
+/// from the next renewal and the plan paid for lasts until the period ends.
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/change_price", tag = "subscriptions",
+    params(("id" = SubscriptionId, Path, description = "The subscription's id")),
+    request_body = ChangePriceInput,
+    responses((status = 200, description = "The subscription after the change, with `change` and `effective_at`", body = SubscriptionView)))]
 async fn change_price(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
     Json(input): Json<ChangePriceInput>,
-) -> ApiResult<Response> {
-    let sub = find(&state, &tenant, &id).await?;
-    let price = usecases::find_price(&state, &tenant.id, &input.price, "price").await?;
-    let changed = usecases::change_price(&state, &tenant, &sub, price, input.quantity).await?;
-    let mut body = render(&state, &tenant, &changed.subscription);
-    body["change"] = serde_json::to_value(changed.change).unwrap_or_default();
-    body["effective_at"] = changed.effective_at.into();
-    Ok(ok(body))
+) -> Answer<SubscriptionView> {
+    let sub = find(&state, &tenant, &raw).await?;
+    let changed = subs::change_price(&state, &tenant, &sub, input).await?;
+    let mut v = view(&state, &changed.subscription);
+    v.change = Some(changed.change);
+    v.effective_at = Some(changed.effective_at);
+    Ok(axum::Json(v))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PauseInput {
-    /// What becomes of invoices meanwhile: `void` (default), `keep_as_draft` or
-    /// `mark_uncollectible`.
-    behavior: Option<String>,
-    /// When collection resumes on its own (Unix seconds).
-    resumes_at: Option<i64>,
-}
-
+/// Pauses collection; a paused subscription grants no access.
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/pause", tag = "subscriptions",
+    params(("id" = SubscriptionId, Path, description = "The subscription's id")),
+    request_body = PauseInput,
+    responses((status = 200, description = "The subscription after the change", body = SubscriptionView)))]
 async fn pause(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
     Json(input): Json<PauseInput>,
-) -> ApiResult<Response> {
-    let sub = find(&state, &tenant, &id).await?;
-    let behavior = input.behavior.unwrap_or_else(|| "void".into());
-    if PauseBehavior::parse(&behavior).is_none() {
-        return Err(ApiError::invalid(
-            "behavior",
-            "invalid_behavior",
-            "behavior must be void, keep_as_draft or mark_uncollectible.",
-        ));
-    }
-    let after =
-        usecases::pause_subscription(&state, &tenant, &sub, &behavior, input.resumes_at).await?;
-    Ok(ok(render(&state, &tenant, &after)))
+) -> Answer<SubscriptionView> {
+    let sub = find(&state, &tenant, &raw).await?;
+    let after = subs::pause_subscription(&state, &tenant, &sub, input).await?;
+    Ok(axum::Json(view(&state, &after)))
 }
 
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/unpause", tag = "subscriptions",
+    params(("id" = SubscriptionId, Path, description = "The subscription's id")),
+    request_body = NoInput,
+    responses((status = 200, description = "The subscription after the change", body = SubscriptionView)))]
 async fn unpause(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
-    Json(_): Json<NoInput>,
-) -> ApiResult<Response> {
-    let sub = find(&state, &tenant, &id).await?;
-    let after = usecases::unpause_subscription(&state, &tenant, &sub).await?;
-    Ok(ok(render(&state, &tenant, &after)))
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+    Json(_no_input): Json<NoInput>,
+) -> Answer<SubscriptionView> {
+    let sub = find(&state, &tenant, &raw).await?;
+    let after = subs::unpause_subscription(&state, &tenant, &sub).await?;
+    Ok(axum::Json(view(&state, &after)))
 }

@@ -1,62 +1,73 @@
-//! `/v1/usage`: metered usage, recorded once per `Idempotency-Key` and reported to Stripe's
-//! billing meter in the background.
-
-use std::sync::Arc;
+//! `/v1/usage`: metered usage, recorded once per `Idempotency-Key` and reported to
+//! Stripe's billing meter in the background.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::routing::post;
-use axum::{Extension, Router};
 use serde::Deserialize;
 use tollgate_domain::CustomerId;
-use tollgate_store::Tenant;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{Json, Query, limit, list, ok};
-use crate::error::{ApiError, ApiResult};
+use super::{Answer, Json, Query, TenantExt, id, limit};
 use crate::state::AppState;
-use crate::usecases::{self, UsageInput};
+use crate::usecases::usage::{self, UsageInput};
+use crate::views::{List, UsageRecordView};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/usage", post(report).get(list_usage))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(report, list_usage))
 }
 
+/// Reports usage of a metered price; counted once per `Idempotency-Key` (required).
+#[utoipa::path(post, path = "/v1/usage", tag = "usage", request_body = UsageInput,
+    responses((status = 200, description = "The usage record", body = UsageRecordView)))]
 async fn report(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    tenant: TenantExt,
     headers: HeaderMap,
     Json(input): Json<UsageInput>,
-) -> ApiResult<Response> {
+) -> Answer<UsageRecordView> {
     let key = headers.get("idempotency-key").and_then(|k| k.to_str().ok());
-    let (record, created) = usecases::record_usage(&state, &tenant, input, key).await?;
-    let mut body = serde_json::to_value(&record).map_err(|_| ApiError::internal())?;
-    body["object"] = "usage_record".into();
-    body["created"] = created.into();
-    Ok(ok(body))
+    let (record, created) = usage::record_usage(&state, &tenant, input, key).await?;
+    let mut view = UsageRecordView::of(&record);
+    view.created = Some(created);
+    Ok(axum::Json(view))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this customer's usage.
+    #[param(value_type = Option<CustomerId>)]
     customer: Option<String>,
+    /// 1 to 100 (default 10).
     limit: Option<i64>,
 }
 
+/// Usage, newest first.
+#[utoipa::path(get, path = "/v1/usage", tag = "usage", params(ListQuery),
+    responses((status = 200, description = "Usage records", body = List<UsageRecordView>)))]
 async fn list_usage(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    tenant: TenantExt,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
+) -> Answer<List<UsageRecordView>> {
     let limit = limit(q.limit)?;
-    let customer = match &q.customer {
-        Some(c) => Some(
-            CustomerId::parse(c)
-                .ok_or_else(|| ApiError::not_found("customer", c).with_param("customer"))?,
-        ),
-        None => None,
-    };
-    let rows = state
+    let customer = q
+        .customer
+        .as_deref()
+        .map(|c| id("customer", c, CustomerId::parse))
+        .transpose()?;
+    let mut rows = state
         .store
-        .list_usage(&tenant.id, customer.as_ref(), limit)
+        .list_usage(&tenant.id, customer.as_ref(), limit + 1)
         .await?;
-    Ok(list(rows, false, "/v1/usage"))
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Ok(axum::Json(List::new(
+        rows.iter().map(UsageRecordView::of).collect(),
+        has_more,
+        "/v1/usage",
+    )))
 }

@@ -2,12 +2,15 @@
 //! (the webhook worker, `?sync=true`, the sweep); and refunding payments for products the
 //! customer owned already.
 
-use tollgate_domain::OrderId;
+use tollgate_domain::status::{
+    CheckoutMode, OrderStatus, PaymentStatus, RefundReason, SessionStatus,
+};
+use tollgate_domain::{OrderId, StripeCheckoutSessionId};
 use tollgate_store::{InboxEvent, NewPurchase, Order, Purchase, StoreError, Subscription, Tenant};
 
-use super::metadata;
-use super::subscriptions::sync_subscription;
-use crate::error::{ApiError, ApiResult};
+use super::subscriptions::{Synced, sync_subscription};
+use super::{disputes, metadata, refunds};
+use crate::error::{Code, Error, Result};
 use crate::state::AppState;
 
 /// What completing from Stripe came to.
@@ -18,43 +21,50 @@ pub enum Completion {
     Subscribed(Box<Subscription>),
     /// Stripe does not call it paid (yet): nothing changed.
     NotPaid {
-        status: String,
-        payment_status: String,
+        status: SessionStatus,
+        payment_status: PaymentStatus,
     },
 }
 
 /// The order a session belongs to: by the session id recorded on it, or, when the request
 /// that created the session died before recording it, by the order id in the session's
-/// metadata (and the session is recorded then).
+/// metadata (and the session is recorded then). `None`: no order of this tenant's.
 async fn order_for_session(
     state: &AppState,
     tenant: &Tenant,
-    session_id: &str,
     session: &tollgate_stripe::SessionState,
-) -> ApiResult<Order> {
+) -> Result<Option<Order>> {
     let t = &tenant.id;
-    match state.store.order_by_session(t, session_id).await {
-        Ok(order) => return Ok(order),
+    match state.store.order_by_session(t, &session.id).await {
+        Ok(order) => return Ok(Some(order)),
         Err(StoreError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
-    let order_id = session
+    let Some(order_id) = session
         .metadata
         .get("order_id")
-        .and_then(|id| OrderId::parse(id))
-        .ok_or_else(|| ApiError::not_found("order for session", session_id))?;
-    let order = state.store.order(t, &order_id).await?;
+        .and_then(|id| OrderId::parse(id).ok())
+    else {
+        return Ok(None);
+    };
+    let order = match state.store.order(t, &order_id).await {
+        Ok(o) => o,
+        Err(StoreError::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     match &order.stripe_checkout_session_id {
         None => {
-            tracing::warn!(tenant = %t, order = %order.id, session = %session_id, "recording a session its order never heard of");
-            Ok(state
-                .store
-                .attach_checkout_session(t, &order.id, session_id, None, None)
-                .await?)
+            tracing::warn!(tenant = %t, order = %order.id, session = %session.id, "recording a session its order never heard of");
+            Ok(Some(
+                state
+                    .store
+                    .attach_checkout_session(t, &order.id, &session.id, None, None)
+                    .await?,
+            ))
         }
-        Some(other) if other == session_id => Ok(order),
-        Some(_) => Err(ApiError::conflict(
-            "session_mismatch",
+        Some(other) if *other == session.id => Ok(Some(order)),
+        Some(_) => Err(Error::conflict(
+            Code::SessionMismatch,
             "The Checkout Session does not belong to this order.",
         )),
     }
@@ -62,61 +72,68 @@ async fn order_for_session(
 
 /// Re-fetches the session from Stripe and, if it is paid, completes its order exactly once.
 /// The webhook worker and `?sync=true` both come here; `mark_event` is the inbox event to
-/// mark processed in the same transaction.
+/// mark processed in the same transaction. `None`: the session is no order of this
+/// tenant's.
 pub async fn complete_from_stripe(
     state: &AppState,
     tenant: &Tenant,
-    session_id: &str,
+    session_id: &StripeCheckoutSessionId,
     mark_event: Option<&InboxEvent>,
-) -> ApiResult<(Order, Completion)> {
+) -> Result<Option<(Order, Completion)>> {
     let t = &tenant.id;
     let session = state.stripe.retrieve_session(session_id).await?;
-    let order = order_for_session(state, tenant, session_id, &session).await?;
+    let Some(order) = order_for_session(state, tenant, &session).await? else {
+        return Ok(None);
+    };
     if session.metadata.get("order_id").map(String::as_str) != Some(order.id.as_str()) {
         tracing::error!(tenant = %t, order = %order.id, session = %session_id, "session metadata does not name this order");
-        return Err(ApiError::conflict(
-            "session_mismatch",
+        return Err(Error::conflict(
+            Code::SessionMismatch,
             "The Checkout Session does not belong to this order.",
         ));
     }
     if !session.is_paid() {
-        if session.status == "expired" {
+        if session.status == SessionStatus::Expired {
             state
                 .store
-                .close_order(t, &order.id, "expired", None)
+                .close_order(t, &order.id, OrderStatus::Expired, None)
                 .await?;
         }
         let order = state.store.order(t, &order.id).await?;
-        return Ok((
+        return Ok(Some((
             order,
             Completion::NotPaid {
                 status: session.status,
                 payment_status: session.payment_status,
             },
-        ));
+        )));
     }
-    if session.mode == "subscription" {
+    if session.mode == CheckoutMode::Subscription {
         // The subscription is the purchase: mirror it, then close the order. Stripe sends
         // the subscription's own events too; whichever arrives first stores it.
-        let stripe_sub = session.subscription.as_deref().ok_or_else(|| {
-            ApiError::conflict(
-                "no_subscription",
+        let stripe_sub = session.subscription.as_ref().ok_or_else(|| {
+            Error::conflict(
+                Code::Conflict,
                 "The completed Checkout Session has no subscription.",
             )
         })?;
-        let sub = sync_subscription(state, tenant, stripe_sub, None).await?;
+        let sub = match sync_subscription(state, tenant, stripe_sub, None).await? {
+            Synced::Mirrored(s) => *s,
+            Synced::NotOurs => {
+                return Err(Error::conflict(
+                    Code::Conflict,
+                    "The session's subscription belongs to no customer of this tenant.",
+                ));
+            }
+        };
         state
             .store
             .complete_subscription_order(t, &order.id, mark_event)
             .await?;
         tracing::info!(tenant = %t, order = %order.id, subscription = %sub.id, "subscription order completed");
         let order = state.store.order(t, &order.id).await?;
-        return Ok((order, Completion::Subscribed(Box::new(sub))));
+        return Ok(Some((order, Completion::Subscribed(Box::new(sub)))));
     }
-    let payment_intent = session
-        .payment_intent
-        .clone()
-        .unwrap_or_else(|| format!("no_payment:{}", session.id));
     // What was paid for each item: Stripe's total for the line of the item's price (after
     // any discount). Each price appears once in a cart.
     let mut purchases_in = Vec::with_capacity(order.items.len());
@@ -135,28 +152,43 @@ pub async fn complete_from_stripe(
             }
         };
         purchases_in.push(NewPurchase {
-            order_item_id: item.id.to_string(),
+            order_item_id: item.id.clone(),
             product_id: item.product_id.clone(),
             creator_id: product.creator_id,
             amount,
-            exclusive: product.kind != "event",
+            exclusive: product.kind.owned_once(),
         });
     }
-    let recorded: i64 = purchases_in.iter().map(|p| p.amount).sum();
-    if session.amount_total.is_some_and(|total| total != recorded) {
-        tracing::warn!(tenant = %t, order = %order.id, recorded, stripe_total = session.amount_total, "purchases do not add up to what Stripe charged");
+    let recorded = purchases_in
+        .iter()
+        .try_fold(tollgate_domain::Amount::ZERO, |sum, p| {
+            sum.checked_add(p.amount)
+        });
+    if session.amount_total.is_some() && recorded != session.amount_total {
+        tracing::warn!(tenant = %t, order = %order.id, recorded = ?recorded, stripe_total = ?session.amount_total, "purchases do not add up to what Stripe charged");
     }
-    let purchases = state
+    let (purchases, changes) = state
         .store
-        .complete_order(t, &order.id, &payment_intent, &purchases_in, mark_event)
+        .complete_order(
+            t,
+            &order.id,
+            session.payment_intent.as_ref(),
+            &purchases_in,
+            mark_event,
+        )
         .await?;
-    if let Some(c) = &order.customer_id {
-        state.access_changed(t, c).await;
-    }
+    state.apply(changes).await;
     refund_duplicates(state, tenant, &order).await;
-    tracing::info!(tenant = %t, order = %order.id, purchases = purchases.len(), "order completed");
+    // A refund or a dispute may have come before the purchase was recorded (events can
+    // arrive in any order): what Stripe has now counts from the start.
+    if let Some(pi) = &session.payment_intent {
+        refunds::sync_refunds(state, tenant, pi, None).await?;
+        disputes::sync_disputes(state, tenant, pi, None).await?;
+    }
+    tracing::info!(tenant = %t, order = %order.id, purchases = purchases.len(), amount = %order.amount_total, currency = %order.currency, customer = order.customer_id.as_ref().map(|c| c.as_str()).unwrap_or("guest"), "order completed");
     let order = state.store.order(t, &order.id).await?;
-    Ok((order, Completion::Completed(purchases)))
+    let purchases = state.store.purchases_for_order(t, &order.id).await?;
+    Ok(Some((order, Completion::Completed(purchases))))
 }
 
 /// Gives back the money of items the customer owned already (two checkouts of one
@@ -175,13 +207,16 @@ pub async fn refund_duplicates(state: &AppState, tenant: &Tenant, order: &Order)
         }
     };
     for p in duplicates {
-        let amount = p.amount - p.refunded_amount;
+        let Some(pi) = &p.stripe_payment_intent_id else {
+            continue;
+        };
+        let amount = p.refundable_amount();
         let result = state
             .stripe
             .create_refund(
-                &p.stripe_payment_intent_id,
+                pi,
                 amount,
-                Some("duplicate"),
+                Some(RefundReason::DuplicatePurchase),
                 metadata(&[
                     ("tenant_id", tenant.id.as_str()),
                     ("purchase_id", p.id.as_str()),
@@ -191,21 +226,24 @@ pub async fn refund_duplicates(state: &AppState, tenant: &Tenant, order: &Order)
             .await;
         match result {
             Ok(refund) => {
-                if let Err(e) = state
+                match state
                     .store
                     .record_refund(
                         &tenant.id,
                         &p.id,
                         refund.amount,
-                        Some("duplicate"),
+                        Some(RefundReason::DuplicatePurchase),
                         &refund.id,
                         None,
                     )
                     .await
                 {
-                    tracing::error!(error = %e, purchase = %p.id, "recording a duplicate's refund failed");
+                    Ok((_, changes)) => state.apply(changes).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, purchase = %p.id, "recording a duplicate's refund failed")
+                    }
                 }
-                tracing::warn!(tenant = %tenant.id, purchase = %p.id, amount, "a product the customer owned was paid again; refunded");
+                tracing::warn!(tenant = %tenant.id, purchase = %p.id, amount = %amount, "a product the customer owned was paid again; refunded");
             }
             Err(e) => {
                 tracing::error!(error = %e, purchase = %p.id, "refunding a duplicate payment failed; will retry")

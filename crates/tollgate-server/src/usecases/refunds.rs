@@ -1,15 +1,39 @@
-//! Refunds through Stripe, one at a time per purchase.
+//! Refunds: asked for through the API (one at a time per purchase), or made in Stripe and
+//! learnt of from its events; either way recorded once per Stripe refund.
 
-use axum::http::StatusCode;
-use tollgate_domain::PurchaseId;
-use tollgate_store::{Purchase, Tenant};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tollgate_domain::status::RefundReason;
+use tollgate_domain::{Amount, PurchaseId, StripePaymentIntentId};
+use tollgate_store::{InboxEvent, Purchase, StoreError, StripeRefund, Tenant};
+use utoipa::ToSchema;
 
 use super::metadata;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Code, Error, Result};
 use crate::state::AppState;
 
 /// How long a refund holds its purchase's lease while it talks to Stripe.
-const REFUND_LEASE_MS: i64 = 60_000;
+const REFUND_LEASE: Duration = Duration::from_secs(60);
+
+/// A refund as the API takes it.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundInput {
+    /// In minor units; default: all that is left.
+    pub amount: Option<Amount>,
+    /// `duplicate`, `fraudulent` or `requested_by_customer`.
+    pub reason: Option<RefundReason>,
+}
+
+/// One of the tenant's purchases; 404 when there is none.
+pub async fn find(state: &AppState, tenant: &Tenant, id: &PurchaseId) -> Result<Purchase> {
+    match state.store.purchase(&tenant.id, id).await {
+        Ok(p) => Ok(p),
+        Err(StoreError::NotFound) => Err(Error::not_found("purchase", id.as_str())),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Refunds a purchase in full or in part through Stripe, then records it. Refunds of one
 /// purchase run one at a time (a lease on the purchase), and each first records whatever
@@ -18,39 +42,36 @@ pub async fn refund_purchase(
     state: &AppState,
     tenant: &Tenant,
     id: &PurchaseId,
-    amount: Option<i64>,
-    reason: Option<&str>,
-) -> ApiResult<Purchase> {
+    input: RefundInput,
+) -> Result<Purchase> {
     let t = &tenant.id;
     // Checks that need no lease, so that a bad request is answered as such.
-    let purchase = state.store.purchase(t, id).await?;
-    if amount.is_some_and(|a| a <= 0) {
-        return Err(ApiError::invalid(
+    let purchase = find(state, tenant, id).await?;
+    if input.amount.is_some_and(Amount::is_zero) {
+        return Err(Error::param(
             "amount",
-            "invalid_amount",
             "amount must be a positive number of minor units.",
         ));
     }
-    if let Some(r) = reason
-        && !matches!(r, "duplicate" | "fraudulent" | "requested_by_customer")
+    if let Some(r) = input.reason
+        && !r.is_stripe_reason()
     {
-        return Err(ApiError::invalid(
+        return Err(Error::param(
             "reason",
-            "invalid_reason",
             "reason must be duplicate, fraudulent or requested_by_customer.",
         ));
     }
     if !state
         .store
-        .refund_lock(t, &purchase.id, REFUND_LEASE_MS)
+        .refund_lock(t, &purchase.id, REFUND_LEASE)
         .await?
     {
-        return Err(ApiError::conflict(
-            "refund_in_progress",
+        return Err(Error::conflict(
+            Code::RefundInProgress,
             "Another refund of this purchase is running; try again when it has finished.",
         ));
     }
-    let result = refund_locked(state, tenant, &purchase, amount, reason).await;
+    let result = refund_locked(state, tenant, &purchase, input).await;
     if let Err(e) = state.store.refund_unlock(t, &purchase.id).await {
         tracing::warn!(error = %e, purchase = %purchase.id, "releasing a refund lease failed; it runs out on its own");
     }
@@ -61,54 +82,53 @@ async fn refund_locked(
     state: &AppState,
     tenant: &Tenant,
     purchase: &Purchase,
-    amount: Option<i64>,
-    reason: Option<&str>,
-) -> ApiResult<Purchase> {
+    input: RefundInput,
+) -> Result<Purchase> {
     let t = &tenant.id;
-    let pi = &purchase.stripe_payment_intent_id;
+    let Some(pi) = purchase.stripe_payment_intent_id.clone() else {
+        return Err(Error::conflict(
+            Code::NotRefundable,
+            "Nothing was paid for this purchase.",
+        ));
+    };
     // Record what Stripe refunded already (an earlier attempt that died before recording,
     // a refund made in the Dashboard) before deciding what is left.
-    let known = state.stripe.list_refunds(pi).await?;
-    let counted = counted_refunds(known);
-    if !counted.is_empty() {
-        state
-            .store
-            .record_external_refunds(t, pi, &counted, None)
-            .await?;
-    }
+    sync_refunds(state, tenant, &pi, None).await?;
     let purchase = state.store.purchase(t, &purchase.id).await?;
-    if !matches!(purchase.status.as_str(), "completed" | "partially_refunded") {
-        return Err(ApiError::conflict(
-            "not_refundable",
+    if !purchase.status.is_refundable() {
+        return Err(Error::conflict(
+            Code::NotRefundable,
             format!("A {} purchase cannot be refunded.", purchase.status),
         ));
     }
     if purchase.disputed {
-        return Err(ApiError::conflict(
-            "disputed",
+        return Err(Error::conflict(
+            Code::Disputed,
             "A disputed purchase cannot be refunded; the dispute decides.",
         ));
     }
-    let remaining = purchase.amount - purchase.refunded_amount;
-    let amount = amount.unwrap_or(remaining);
+    let remaining = purchase.refundable_amount();
+    let amount = input.amount.unwrap_or(remaining);
     if amount > remaining {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "amount",
-            "amount_too_large",
+            Code::AmountTooLarge,
             format!("amount {amount} exceeds the {remaining} left to refund."),
         ));
     }
     // The key names this refund: the purchase, what was refunded before it, and its amount.
     let key = format!(
         "tg-refund-{}-{}-{}",
-        purchase.id, purchase.refunded_amount, amount
+        purchase.id,
+        purchase.refunded_amount(),
+        amount
     );
     let refund = state
         .stripe
         .create_refund(
-            pi,
+            &pi,
             amount,
-            reason,
+            input.reason,
             metadata(&[
                 ("tenant_id", t.as_str()),
                 ("purchase_id", purchase.id.as_str()),
@@ -116,38 +136,52 @@ async fn refund_locked(
             &key,
         )
         .await?;
-    if matches!(refund.status.as_str(), "failed" | "canceled") {
-        return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "refund_failed",
+    if !refund.status.counts() {
+        return Err(Error::new(
+            Code::RefundFailed,
             format!("Stripe reports the refund as {}.", refund.status),
         ));
     }
-    let after = state
+    let (after, changes) = state
         .store
-        .record_refund(t, &purchase.id, refund.amount, reason, &refund.id, None)
+        .record_refund(
+            t,
+            &purchase.id,
+            refund.amount,
+            input.reason,
+            &refund.id,
+            None,
+        )
         .await?;
-    if let Some(c) = &after.customer_id {
-        state.access_changed(t, c).await;
-    }
-    tracing::info!(tenant = %t, purchase = %after.id, amount, refund = %refund.id, "purchase refunded");
+    state.apply(changes).await;
+    tracing::info!(tenant = %t, purchase = %after.id, amount = %amount, refund = %refund.id, "purchase refunded");
     Ok(after)
 }
 
-/// The refunds that count against a payment (succeeded or on their way), as the store
-/// records them.
-pub fn counted_refunds(
-    refunds: Vec<tollgate_stripe::RefundInfo>,
-) -> Vec<(String, i64, Option<PurchaseId>)> {
-    refunds
+/// Records every refund Stripe has for a payment that counts and is not recorded yet;
+/// `mark_event` is marked processed with it. Answers the payment's purchases after.
+pub async fn sync_refunds(
+    state: &AppState,
+    tenant: &Tenant,
+    payment_intent: &StripePaymentIntentId,
+    mark_event: Option<&InboxEvent>,
+) -> Result<Vec<Purchase>> {
+    let refunds: Vec<StripeRefund> = state
+        .stripe
+        .list_refunds(payment_intent)
+        .await?
         .into_iter()
-        .filter(|r| matches!(r.status.as_str(), "succeeded" | "pending"))
-        .map(|r| {
-            (
-                r.id,
-                r.amount,
-                r.purchase_id.as_deref().and_then(PurchaseId::parse),
-            )
+        .filter(|r| r.status.counts())
+        .map(|r| StripeRefund {
+            id: r.id,
+            amount: r.amount,
+            purchase: r.purchase_id,
         })
-        .collect()
+        .collect();
+    let (purchases, changes) = state
+        .store
+        .record_external_refunds(&tenant.id, payment_intent, &refunds, mark_event)
+        .await?;
+    state.apply(changes).await;
+    Ok(purchases)
 }

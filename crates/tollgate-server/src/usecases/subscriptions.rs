@@ -1,31 +1,51 @@
 //! Subscriptions: mirroring Stripe's state, and the changes Tollgate's API makes (cancel,
 //! resume, change of plan, pause), each one a Stripe call with an idempotency key followed
-//! by storing the state Stripe answers with. Also the customer portal.
+//! by storing the state Stripe answers with.
 //!
 //! Every write of the mirror is a read of Stripe numbered before it was made, so whatever
 //! order events and API calls land in, the newest read wins.
 
-use sha2::Digest;
-use tollgate_domain::status::SubscriptionStatus;
+use serde::Deserialize;
+use tollgate_domain::status::{PauseBehavior, RecurringInterval, SubscriptionStatus};
 use tollgate_domain::subscription::{Change, Rate, change};
-use tollgate_domain::{CustomerId, OrderId};
-use tollgate_store::{InboxEvent, Price, StoreError, Subscription, SubscriptionRecord, Tenant};
-use tollgate_stripe::{
-    PREVIOUS_PRICE_KEY, PREVIOUS_UNTIL_KEY, PortalConfig, SubscriptionChange, SubscriptionState,
+use tollgate_domain::{OrderId, StripePriceId, StripeSubscriptionId, SubscriptionId, Timestamp};
+use tollgate_store::{
+    InboxEvent, Price, StoreError, Subscription, SubscriptionItem, SubscriptionRecord, Tenant,
 };
+use tollgate_stripe::{SubscriptionChange, SubscriptionState};
+use utoipa::ToSchema;
 
-use super::{ensure_stripe_customer, ensure_stripe_price, metadata};
-use crate::error::{ApiError, ApiResult};
+use super::stripe_objects::ensure_stripe_price;
+use super::validate;
+use crate::error::{Code, Error, Result};
 use crate::state::AppState;
+
+/// What reading a subscription from Stripe came to.
+#[derive(Debug)]
+pub enum Synced {
+    /// Stored (or an older read than the stored one: the stored state stands).
+    Mirrored(Box<Subscription>),
+    /// Not one of the tenant's customers' (made outside Tollgate): nothing to mirror.
+    NotOurs,
+}
+
+/// One of the tenant's subscriptions; 404 when there is none.
+pub async fn find(state: &AppState, tenant: &Tenant, id: &SubscriptionId) -> Result<Subscription> {
+    match state.store.subscription(&tenant.id, id).await {
+        Ok(s) => Ok(s),
+        Err(StoreError::NotFound) => Err(Error::not_found("subscription", id.as_str())),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Reads a subscription from Stripe and stores it; `mark_event` is marked processed with
 /// the write. The webhook worker, `?sync=true` and checkout completion come here.
 pub async fn sync_subscription(
     state: &AppState,
     tenant: &Tenant,
-    stripe_id: &str,
+    stripe_id: &StripeSubscriptionId,
     mark_event: Option<&InboxEvent>,
-) -> ApiResult<Subscription> {
+) -> Result<Synced> {
     let seq = state.store.next_sync_seq().await?;
     let s = state.stripe.retrieve_subscription(stripe_id).await?;
     store_state(state, tenant, seq, s, mark_event).await
@@ -38,27 +58,25 @@ async fn store_state(
     seq: i64,
     s: SubscriptionState,
     mark_event: Option<&InboxEvent>,
-) -> ApiResult<Subscription> {
+) -> Result<Synced> {
     let t = &tenant.id;
     let customer = match state.store.customer_by_stripe_id(t, &s.customer).await {
         Ok(c) => c,
-        Err(StoreError::NotFound) => {
-            return Err(ApiError::not_found("customer for subscription", &s.id));
-        }
+        Err(StoreError::NotFound) => return Ok(Synced::NotOurs),
         Err(e) => return Err(e.into()),
     };
     let item = s
         .plan_item()
-        .ok_or_else(|| ApiError::conflict("no_items", "The subscription has no items."))?;
-    let previous = match s.metadata.get(PREVIOUS_PRICE_KEY).filter(|p| !p.is_empty()) {
-        Some(p) => known_price(state, tenant, p).await?,
-        None => None,
+        .ok_or_else(|| Error::conflict(Code::Conflict, "The subscription has no items."))?;
+    let (previous, previous_until) = match s.previous() {
+        Some((price, until)) => (known_price(state, tenant, &price).await?, until),
+        None => (None, None),
     };
-    let previous_until = s
+    let order_id = match s
         .metadata
-        .get(PREVIOUS_UNTIL_KEY)
-        .and_then(|u| u.parse::<i64>().ok());
-    let order_id = match s.metadata.get("order_id").and_then(|o| OrderId::parse(o)) {
+        .get("order_id")
+        .and_then(|o| OrderId::parse(o).ok())
+    {
         Some(o) if state.store.order(t, &o).await.is_ok() => Some(o),
         _ => None,
     };
@@ -67,12 +85,12 @@ async fn store_state(
     let mut price = None;
     for (n, i) in s.items.iter().enumerate() {
         let local = known_price(state, tenant, &i.stripe_price_id).await?;
-        items.push(serde_json::json!({
-            "stripe_item_id": i.id,
-            "stripe_price_id": i.stripe_price_id,
-            "price_id": local.as_ref().map(|p| p.id.clone()),
-            "quantity": i.quantity,
-        }));
+        items.push(SubscriptionItem {
+            stripe_item_id: i.id.clone(),
+            stripe_price_id: i.stripe_price_id.clone(),
+            price_id: local.as_ref().map(|p| p.id.clone()),
+            quantity: i.quantity,
+        });
         if n == 0 {
             price = local;
         }
@@ -81,13 +99,13 @@ async fn store_state(
         customer_id: customer.id.clone(),
         stripe_subscription_id: s.id.clone(),
         stripe_customer_id: s.customer.clone(),
-        status: SubscriptionStatus::parse(&s.status).unwrap_or(SubscriptionStatus::Incomplete),
+        status: s.status,
         product_id: price.as_ref().map(|p| p.product_id.clone()),
         price_id: price.as_ref().map(|p| p.id.clone()),
         stripe_price_id: item.stripe_price_id.clone(),
         stripe_item_id: item.id.clone(),
         quantity: item.quantity,
-        items: serde_json::Value::Array(items),
+        items,
         currency: s.currency.clone(),
         current_period_start: item.current_period_start,
         current_period_end: item.current_period_end,
@@ -97,7 +115,7 @@ async fn store_state(
         cancel_at: s.cancel_at,
         canceled_at: s.canceled_at,
         ended_at: s.ended_at,
-        pause_behavior: s.pause_behavior.clone(),
+        pause_behavior: s.pause_behavior,
         pause_resumes_at: s.pause_resumes_at,
         past_due_since: s.past_due_since(),
         previous_price_id: previous.as_ref().map(|p| p.id.clone()),
@@ -106,33 +124,45 @@ async fn store_state(
         latest_invoice_id: s.latest_invoice.as_ref().map(|i| i.id.clone()),
         order_id,
     };
-    let (stored, written) = state
+    let (stored, changes) = match state
         .store
         .upsert_subscription(t, &record, seq, mark_event)
-        .await?;
-    if written {
-        state.access_changed(t, &stored.customer_id).await;
+        .await
+    {
+        Ok(done) => done,
+        // Mirrored under another tenant: never this tenant's to see or change.
+        Err(StoreError::NotFound) => return Ok(Synced::NotOurs),
+        Err(e) => return Err(e.into()),
+    };
+    if !changes.is_empty() {
         tracing::info!(tenant = %t, subscription = %stored.id, status = %stored.status, "subscription mirrored");
     }
-    Ok(stored)
+    state.apply(changes).await;
+    Ok(Synced::Mirrored(Box::new(stored)))
 }
 
 /// Stores a state Stripe answered a change with, read under `seq`.
-pub(crate) async fn store_answer(
+async fn store_answer(
     state: &AppState,
     tenant: &Tenant,
     seq: i64,
     s: SubscriptionState,
-) -> ApiResult<Subscription> {
-    store_state(state, tenant, seq, s, None).await
+) -> Result<Subscription> {
+    match store_state(state, tenant, seq, s, None).await? {
+        Synced::Mirrored(sub) => Ok(*sub),
+        Synced::NotOurs => Err(Error::conflict(
+            Code::Conflict,
+            "The subscription no longer belongs to a customer of this tenant.",
+        )),
+    }
 }
 
 /// The tenant's price Stripe knows by this id, if it is one of the tenant's.
 async fn known_price(
     state: &AppState,
     tenant: &Tenant,
-    stripe_id: &str,
-) -> ApiResult<Option<Price>> {
+    stripe_id: &StripePriceId,
+) -> Result<Option<Price>> {
     match state.store.price_by_stripe_id(&tenant.id, stripe_id).await {
         Ok(p) => Ok(Some(p)),
         Err(StoreError::NotFound) => Ok(None),
@@ -142,29 +172,26 @@ async fn known_price(
 
 /// Makes one change in Stripe (keyed by the subscription, the change and the state it was
 /// asked of) and stores the state Stripe answers with.
-async fn apply(
+async fn apply_change(
     state: &AppState,
     tenant: &Tenant,
     sub: &Subscription,
     change: &SubscriptionChange,
     name: &str,
-) -> ApiResult<Subscription> {
+) -> Result<Subscription> {
     let seq = state.store.next_sync_seq().await?;
     let key = format!("tg-{name}-{}-{}", sub.id, sub.synced_seq);
     let answer = state
         .stripe
         .update_subscription(&sub.stripe_subscription_id, change, &key)
         .await?;
-    store_state(state, tenant, seq, answer, None).await
+    store_answer(state, tenant, seq, answer).await
 }
 
-fn ended(sub: &Subscription) -> ApiResult<()> {
-    if matches!(
-        sub.status(),
-        SubscriptionStatus::Canceled | SubscriptionStatus::IncompleteExpired
-    ) {
-        return Err(ApiError::conflict(
-            "subscription_ended",
+fn not_ended(sub: &Subscription) -> Result<()> {
+    if sub.status.has_ended() {
+        return Err(Error::conflict(
+            Code::SubscriptionEnded,
             format!(
                 "The subscription is {}; start a new one instead.",
                 sub.status
@@ -181,13 +208,13 @@ pub async fn cancel_subscription(
     tenant: &Tenant,
     sub: &Subscription,
     at_period_end: bool,
-) -> ApiResult<Subscription> {
-    ended(sub)?;
+) -> Result<Subscription> {
+    not_ended(sub)?;
     if at_period_end {
         if sub.cancel_at_period_end {
             return Ok(sub.clone());
         }
-        return apply(
+        return apply_change(
             state,
             tenant,
             sub,
@@ -204,7 +231,7 @@ pub async fn cancel_subscription(
             &format!("tg-cancel-now-{}", sub.id),
         )
         .await?;
-    store_state(state, tenant, seq, answer, None).await
+    store_answer(state, tenant, seq, answer).await
 }
 
 /// Takes back a cancellation at period end; or resumes a subscription whose status is
@@ -213,9 +240,9 @@ pub async fn resume_subscription(
     state: &AppState,
     tenant: &Tenant,
     sub: &Subscription,
-) -> ApiResult<Subscription> {
-    ended(sub)?;
-    if sub.status() == SubscriptionStatus::Paused {
+) -> Result<Subscription> {
+    not_ended(sub)?;
+    if sub.status == SubscriptionStatus::Paused {
         let seq = state.store.next_sync_seq().await?;
         let answer = state
             .stripe
@@ -224,15 +251,15 @@ pub async fn resume_subscription(
                 &format!("tg-resume-{}-{}", sub.id, sub.synced_seq),
             )
             .await?;
-        return store_state(state, tenant, seq, answer, None).await;
+        return store_answer(state, tenant, seq, answer).await;
     }
     if !sub.cancel_at_period_end {
-        return Err(ApiError::conflict(
-            "not_canceling",
+        return Err(Error::conflict(
+            Code::NotCanceling,
             "The subscription is not set to cancel; there is nothing to resume.",
         ));
     }
-    apply(
+    apply_change(
         state,
         tenant,
         sub,
@@ -242,14 +269,24 @@ pub async fn resume_subscription(
     .await
 }
 
+/// A change of plan as the API takes it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePriceInput {
+    /// A price id or one of the tenant's lookup keys.
+    pub price: String,
+    /// Seats (1 to 100; default: as now).
+    pub quantity: Option<i64>,
+}
+
 /// What a change of plan came to.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct PlanChange {
     pub subscription: Subscription,
     pub change: Change,
-    /// When the new price takes effect (Unix seconds): now for an upgrade, the end of the
-    /// period for a downgrade.
-    pub effective_at: i64,
+    /// When the new price takes effect: now for an upgrade, the end of the period for a
+    /// downgrade.
+    pub effective_at: Timestamp,
 }
 
 /// Moves a subscription to another of the tenant's recurring prices: an upgrade (costs
@@ -261,92 +298,100 @@ pub async fn change_price(
     state: &AppState,
     tenant: &Tenant,
     sub: &Subscription,
-    to: Price,
-    quantity: Option<i64>,
-) -> ApiResult<PlanChange> {
-    ended(sub)?;
+    input: ChangePriceInput,
+) -> Result<PlanChange> {
+    not_ended(sub)?;
     let t = &tenant.id;
+    let reference = super::PriceRef::parse("price", &input.price)?;
+    let to = super::find_price(state, t, &reference, "price").await?;
     if !to.is_recurring() || !to.active {
-        return Err(ApiError::invalid(
+        return Err(Error::param(
             "price",
-            "invalid_price",
             "Subscriptions change to an active recurring price.",
         ));
     }
     if to.currency != sub.currency {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "price",
-            "currency_mismatch",
+            Code::CurrencyMismatch,
             format!("The subscription is billed in {}.", sub.currency),
         ));
     }
-    let quantity = quantity.unwrap_or(sub.quantity);
+    let quantity = input.quantity.unwrap_or(sub.quantity);
     if !(1..=100).contains(&quantity) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "quantity",
-            "invalid_quantity",
+            Code::InvalidQuantity,
             "quantity must be between 1 and 100.",
         ));
     }
     if sub.price_id.as_ref() == Some(&to.id) && quantity == sub.quantity {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "price",
-            "same_price",
+            Code::SamePrice,
             "The subscription is on this price already.",
         ));
     }
     let from = match &sub.price_id {
         Some(p) => state.store.price(t, p).await?,
         None => {
-            return Err(ApiError::conflict(
-                "unknown_price",
+            return Err(Error::conflict(
+                Code::UnknownPrice,
                 "The subscription's price was not made through Tollgate; change it in Stripe.",
             ));
         }
     };
     let product = state.store.product(t, &to.product_id).await?;
     let to = ensure_stripe_price(state, t, &product, to).await?;
-    let same_interval = from.recurring_interval == to.recurring_interval
-        && from.recurring_interval_count == to.recurring_interval_count;
-    let kind = if same_interval && sub.status() != SubscriptionStatus::Trialing {
+    let to_stripe = to.stripe_price_id.clone().ok_or_else(Error::internal)?;
+    let same_interval = from
+        .recurring
+        .as_ref()
+        .map(|r| (r.interval, r.interval_count))
+        == to
+            .recurring
+            .as_ref()
+            .map(|r| (r.interval, r.interval_count));
+    let kind = if same_interval && sub.status != SubscriptionStatus::Trialing {
         change(rate(&from, sub.quantity), rate(&to, quantity))
     } else {
         Change::Upgrade
     };
-    let stripe_price = to.stripe_price_id.clone().unwrap_or_default();
     let previous = match kind {
         // The plan paid for so far stays until the period it was paid for ends (a second
         // downgrade in one period keeps the first plan paid for).
         Change::Downgrade => Some(match sub.carried_over() {
-            Some(_) => (
-                state
+            Some(_) => {
+                let paid = state
                     .store
                     .price(t, sub.previous_price_id.as_ref().unwrap_or(&from.id))
-                    .await?
-                    .stripe_price_id
-                    .unwrap_or_else(|| sub.stripe_price_id.clone()),
-                sub.previous_until.unwrap_or(sub.current_period_end),
-            ),
+                    .await?;
+                (
+                    paid.stripe_price_id
+                        .unwrap_or_else(|| sub.stripe_price_id.clone()),
+                    sub.previous_until.unwrap_or(sub.current_period_end),
+                )
+            }
             None => (sub.stripe_price_id.clone(), sub.current_period_end),
         }),
         Change::Upgrade => None,
     };
     let effective_at = match kind {
         Change::Downgrade => sub.current_period_end,
-        Change::Upgrade => tollgate_store::now_ms() / 1000,
+        Change::Upgrade => Timestamp::now(),
     };
-    let changed = apply(
+    let changed = apply_change(
         state,
         tenant,
         sub,
         &SubscriptionChange::ChangePrice {
             item: sub.stripe_item_id.clone(),
-            price: stripe_price.clone(),
+            price: to_stripe.clone(),
             quantity: u64::try_from(quantity).ok(),
             prorate_now: kind == Change::Upgrade,
             previous,
         },
-        &format!("change-{stripe_price}-{quantity}"),
+        &format!("change-{to_stripe}-{quantity}"),
     )
     .await?;
     tracing::info!(tenant = %t, subscription = %sub.id, change = ?kind, price = %to.id, "plan changed");
@@ -357,13 +402,27 @@ pub async fn change_price(
     })
 }
 
-fn rate(p: &Price, quantity: i64) -> Rate<'_> {
+fn rate(p: &Price, quantity: i64) -> Rate {
     Rate {
-        unit_amount: p.unit_amount,
+        unit_amount: p.unit_amount.get(),
         quantity,
-        interval: p.recurring_interval.as_deref().unwrap_or("month"),
-        interval_count: p.recurring_interval_count.unwrap_or(1),
+        interval: p
+            .recurring
+            .as_ref()
+            .map_or(RecurringInterval::Month, |r| r.interval),
+        interval_count: p.recurring.as_ref().map_or(1, |r| r.interval_count),
     }
+}
+
+/// A pause as the API takes it.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PauseInput {
+    /// What becomes of invoices meanwhile: `void` (default), `keep_as_draft` or
+    /// `mark_uncollectible`.
+    pub behavior: Option<PauseBehavior>,
+    /// When collection resumes on its own (Unix seconds, in the future).
+    pub resumes_at: Option<Timestamp>,
 }
 
 /// Pauses collection: invoices are voided (or kept as drafts, or marked uncollectible)
@@ -372,19 +431,23 @@ pub async fn pause_subscription(
     state: &AppState,
     tenant: &Tenant,
     sub: &Subscription,
-    behavior: &str,
-    resumes_at: Option<i64>,
-) -> ApiResult<Subscription> {
-    ended(sub)?;
-    apply(
+    input: PauseInput,
+) -> Result<Subscription> {
+    not_ended(sub)?;
+    let behavior = input.behavior.unwrap_or(PauseBehavior::Void);
+    let resumes_at = input
+        .resumes_at
+        .map(|t| validate::future("resumes_at", t))
+        .transpose()?;
+    apply_change(
         state,
         tenant,
         sub,
         &SubscriptionChange::Pause {
-            behavior: behavior.to_owned(),
+            behavior,
             resumes_at,
         },
-        &format!("pause-{behavior}-{}", resumes_at.unwrap_or(0)),
+        &format!("pause-{behavior}-{}", resumes_at.map_or(0, Timestamp::secs)),
     )
     .await
 }
@@ -393,116 +456,40 @@ pub async fn unpause_subscription(
     state: &AppState,
     tenant: &Tenant,
     sub: &Subscription,
-) -> ApiResult<Subscription> {
-    ended(sub)?;
+) -> Result<Subscription> {
+    not_ended(sub)?;
     if sub.pause_behavior.is_none() {
-        return Err(ApiError::conflict(
-            "not_paused",
+        return Err(Error::conflict(
+            Code::NotPaused,
             "The subscription's collection is not paused.",
         ));
     }
-    apply(state, tenant, sub, &SubscriptionChange::Unpause, "unpause").await
+    apply_change(state, tenant, sub, &SubscriptionChange::Unpause, "unpause").await
 }
 
-/// A customer portal session with the tenant's return URL and portal configuration;
-/// answers its URL.
-pub async fn portal_session(
+/// Moves a subscription onto another Stripe price from its next renewal, without
+/// proration (a price migration); stores Stripe's answer.
+pub async fn move_to_price(
     state: &AppState,
     tenant: &Tenant,
-    customer: &CustomerId,
-    return_url: Option<String>,
-) -> ApiResult<String> {
-    let t = &tenant.id;
-    let customer = match state.store.customer(t, customer).await {
-        Ok(c) => c,
-        Err(StoreError::NotFound) => {
-            return Err(ApiError::not_found("customer", customer.as_str()));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let return_url = return_url
-        .or_else(|| {
-            tenant
-                .portal_return_url_template
-                .as_ref()
-                .map(|u| u.replace("{CUSTOMER_ID}", customer.id.as_str()))
-        })
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "return_url",
-                "parameter_missing",
-                "Pass return_url, or set the tenant's portal return URL template.",
-            )
-        })?;
-    super::checkout::check_url("return_url", &return_url)?;
-    let customer = ensure_stripe_customer(state, t, customer, None).await?;
-    let configuration = portal_configuration(state, tenant).await?;
-    state
+    sub: &Subscription,
+    price: &StripePriceId,
+    idempotency_key: &str,
+) -> Result<Subscription> {
+    let seq = state.store.next_sync_seq().await?;
+    let answer = state
         .stripe
-        .create_portal_session(
-            customer.stripe_customer_id.as_deref().unwrap_or_default(),
-            Some(&return_url),
-            &configuration,
-        )
-        .await
-        .map_err(ApiError::from)
-}
-
-/// The Stripe portal configuration for the tenant's settings and plans, made anew when
-/// either changes (configurations are keyed by a hash of what they are made from).
-async fn portal_configuration(state: &AppState, tenant: &Tenant) -> ApiResult<String> {
-    let t = &tenant.id;
-    let settings = &tenant.portal;
-    // The plans a customer may switch between: the tenant's published products with
-    // active recurring prices, each price known to Stripe.
-    let mut switch_to: Vec<(String, Vec<String>)> = Vec::new();
-    if settings.switch_plan {
-        for product in state
-            .store
-            .list_products(t, Some("published"), 100, None)
-            .await?
-        {
-            let mut prices = Vec::new();
-            for price in state.store.prices_for_product(t, &product.id).await? {
-                if price.is_recurring() && !price.is_metered() {
-                    let price = ensure_stripe_price(state, t, &product, price).await?;
-                    prices.extend(price.stripe_price_id);
-                }
-            }
-            if prices.is_empty() {
-                continue;
-            }
-            let product = state.store.product(t, &product.id).await?;
-            if let Some(stripe_product) = product.stripe_product_id {
-                switch_to.push((stripe_product, prices));
-            }
-        }
-    }
-    let mut hasher = sha2::Sha256::new();
-    hasher.update(serde_json::to_string(settings).unwrap_or_default());
-    hasher.update(format!("{switch_to:?}"));
-    let hash = hex::encode(hasher.finalize());
-    if let (Some(id), Some(known)) = (
-        &tenant.stripe_portal_configuration_id,
-        &tenant.stripe_portal_configuration_hash,
-    ) && known == &hash
-    {
-        return Ok(id.clone());
-    }
-    let id = state
-        .stripe
-        .create_portal_configuration(
-            &PortalConfig {
-                cancel: settings.cancel,
-                update_payment_method: settings.update_payment_method,
-                switch_to,
-                headline: settings.headline.clone(),
-                metadata: metadata(&[("tenant_id", t.as_str())]),
+        .update_subscription(
+            &sub.stripe_subscription_id,
+            &SubscriptionChange::ChangePrice {
+                item: sub.stripe_item_id.clone(),
+                price: price.clone(),
+                quantity: None,
+                prorate_now: false,
+                previous: None,
             },
-            &format!("tg-portal-{t}-{}", &hash[..32]),
+            idempotency_key,
         )
         .await?;
-    state.store.set_portal_configuration(t, &id, &hash).await?;
-    state.forget_keys();
-    Ok(id)
+    store_answer(state, tenant, seq, answer).await
 }

@@ -11,7 +11,7 @@ const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
 
 fn now() -> i64 {
-    tollgate_store::now_ms() / 1000
+    tollgate_domain::Timestamp::now().secs()
 }
 
 impl TestApp {
@@ -90,7 +90,7 @@ impl TestApp {
         let (status, s) = self
             .get(&format!(
                 "/v1/checkout_sessions/{}?sync=true",
-                session["id"].as_str().unwrap()
+                session["stripe_checkout_session_id"].as_str().unwrap()
             ))
             .await;
         assert_eq!(status, 200, "{s}");
@@ -160,13 +160,13 @@ pub async fn a_trial_becomes_active_and_renews(engine: Engine) {
         )
         .await;
     assert_eq!(sub["status"], "trialing");
-    assert_eq!(sub["trial_end"].as_i64().unwrap(), start + 7 * DAY);
+    assert_eq!(sub["trial_ends_at"].as_i64().unwrap(), start + 7 * DAY);
     assert!(t.access(&c, &plan).await, "trialing grants access");
 
     t.advance(&clock, start + 7 * DAY + 2 * HOUR).await;
     let s = t.sub(sub["id"].as_str().unwrap()).await;
     assert_eq!(s["status"], "active", "{s}");
-    let first_end = s["current_period_end"].as_i64().unwrap();
+    let first_end = s["current_period_ends_at"].as_i64().unwrap();
     assert!(first_end > start + 30 * DAY, "{s}");
     assert!(t.access(&c, &plan).await);
     let paid: Vec<_> = t
@@ -185,7 +185,7 @@ pub async fn a_trial_becomes_active_and_renews(engine: Engine) {
     t.advance(&clock, first_end + 2 * HOUR).await;
     let s = t.sub(sub["id"].as_str().unwrap()).await;
     assert_eq!(s["status"], "active");
-    assert_eq!(s["current_period_start"].as_i64().unwrap(), first_end);
+    assert_eq!(s["current_period_starts_at"].as_i64().unwrap(), first_end);
     let paid = t
         .invoices(&s)
         .await
@@ -217,7 +217,7 @@ pub async fn a_failing_renewal_is_past_due_in_grace_then_canceled_and_revoked(en
     t.advance(&clock, start + 3 * DAY + 2 * HOUR).await;
     let s = t.sub(sub["id"].as_str().unwrap()).await;
     assert_eq!(s["status"], "past_due", "{s}");
-    let since = s["past_due_since"].as_i64().unwrap();
+    let since = s["payment_failed_at"].as_i64().unwrap();
     assert!(since >= start + 3 * DAY, "{s}");
     assert!(
         t.access(&c, &plan).await,
@@ -282,7 +282,7 @@ pub async fn upgrades_prorate_now_and_downgrades_wait_for_the_period_end(engine:
         .subscribe(&c, json!({ "price": "basic_monthly" }), "4242424242424242")
         .await;
     assert_eq!(sub["status"], "active");
-    let period_end = sub["current_period_end"].as_i64().unwrap();
+    let period_end = sub["current_period_ends_at"].as_i64().unwrap();
     assert!(t.access(&c, &basic).await && !t.access(&c, &pro).await);
 
     t.advance(&clock, start + 10 * DAY).await;
@@ -329,7 +329,7 @@ pub async fn upgrades_prorate_now_and_downgrades_wait_for_the_period_end(engine:
 
     t.advance(&clock, period_end + 2 * HOUR).await;
     let s = t.sub(sub["id"].as_str().unwrap()).await;
-    assert_eq!(s["current_period_start"].as_i64().unwrap(), period_end);
+    assert_eq!(s["current_period_starts_at"].as_i64().unwrap(), period_end);
     assert!(
         !t.access(&c, &pro).await,
         "the better plan ended with its period"
@@ -355,7 +355,7 @@ pub async fn cancel_at_period_end_keeps_access_until_then_and_resume_undoes_it(e
     let sub = t
         .subscribe(&c, json!({ "price": "pro_monthly" }), "4242424242424242")
         .await;
-    let period_end = sub["current_period_end"].as_i64().unwrap();
+    let period_end = sub["current_period_ends_at"].as_i64().unwrap();
 
     let canceled = t.subscription_call(&sub, "cancel", json!({})).await;
     assert_eq!(canceled["cancel_at_period_end"], true);
@@ -512,7 +512,7 @@ pub async fn subscription_events_duplicated_and_reordered_converge(engine: Engin
     assert_eq!(mine["status"], theirs["status"]);
     assert_eq!(mine["cancel_at_period_end"], theirs["cancel_at_period_end"]);
     assert_eq!(
-        mine["current_period_end"],
+        mine["current_period_ends_at"],
         theirs["items"]["data"][0]["current_period_end"]
     );
     assert!(t.access(&c, &plan).await);
@@ -523,7 +523,10 @@ pub async fn subscription_events_duplicated_and_reordered_converge(engine: Engin
         .await;
     let events = events["data"].as_array().unwrap();
     assert!(!events.is_empty());
-    let mut ids: Vec<_> = events.iter().map(|e| e["event_id"].clone()).collect();
+    let mut ids: Vec<_> = events
+        .iter()
+        .map(|e| e["stripe_event_id"].clone())
+        .collect();
     assert!(
         events
             .iter()
@@ -738,7 +741,7 @@ pub async fn a_price_migration_moves_new_signups_then_existing_subscriptions(eng
 
     // A week passes: the migration's time is now.
     sqlx::query("UPDATE price_migrations SET move_existing_at = $1 WHERE id = $2")
-        .bind(tollgate_store::now_ms())
+        .bind(now())
         .bind(migration["id"].as_str().unwrap())
         .execute(t.state().store.pool())
         .await
@@ -816,7 +819,10 @@ pub async fn a_new_subscription_checkout_expires_the_older_one(engine: Engine) {
     let second = t.checkout(body.clone()).await;
     let stripe_first = t
         .stripe(
-            &format!("/v1/checkout/sessions/{}", first["id"].as_str().unwrap()),
+            &format!(
+                "/v1/checkout/sessions/{}",
+                first["stripe_checkout_session_id"].as_str().unwrap()
+            ),
             None,
         )
         .await;

@@ -310,13 +310,16 @@ impl TestApp {
             let store = store.clone();
             async move {
                 let events: Vec<_> = store
-                    .inbox_list(&Default::default(), 100)
+                    .inbox_list(&Default::default(), 100, None)
                     .await
                     .unwrap()
                     .into_iter()
                     .filter(|e| e.event_type == kind)
                     .collect();
-                events.len() >= n && events.iter().all(|e| e.status != "pending")
+                events.len() >= n
+                    && events
+                        .iter()
+                        .all(|e| e.status != tollgate_domain::status::InboxStatus::Pending)
             }
         })
         .await;
