@@ -509,3 +509,18 @@ pub fn promotion_code_unusable(w: &World, promo: &Value, now: i64) -> Option<&'s
         _ => Some("This promotion code is not valid."),
     }
 }
+
+/// The discount a coupon gives on `subtotal`, never more than the subtotal.
+pub fn coupon_discount(coupon: &Value, subtotal: i64, currency: &str) -> i64 {
+    let discount = if let Some(pct) = coupon["percent_off"].as_f64() {
+        // Percentages come with up to two decimals; work in hundredths of a percent so the
+        // rounding is integer and half-up, as Stripe rounds discounts.
+        let hundredths = (pct * 100.0).round() as i128;
+        ((i128::from(subtotal) * hundredths + 5_000) / 10_000) as i64
+    } else if coupon["currency"] == currency {
+        coupon["amount_off"].as_i64().unwrap_or(0)
+    } else {
+        0
+    };
+    discount.clamp(0, subtotal.max(0))
+}

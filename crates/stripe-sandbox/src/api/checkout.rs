@@ -121,21 +121,6 @@ fn is_metered(price: &Value) -> bool {
     price["recurring"]["usage_type"] == "metered"
 }
 
-/// The discount a coupon gives on `subtotal`, never more than the subtotal.
-pub fn coupon_discount(coupon: &Value, subtotal: i64, currency: &str) -> i64 {
-    let discount = if let Some(pct) = coupon["percent_off"].as_f64() {
-        // Percentages come with up to two decimals; work in hundredths of a percent so the
-        // rounding is integer and half-up, as Stripe rounds discounts.
-        let hundredths = (pct * 100.0).round() as i128;
-        ((i128::from(subtotal) * hundredths + 5_000) / 10_000) as i64
-    } else if coupon["currency"] == currency {
-        coupon["amount_off"].as_i64().unwrap_or(0)
-    } else {
-        0
-    };
-    discount.clamp(0, subtotal.max(0))
-}
-
 /// Resolves `discounts[]` to `(coupon, promotion code)` and checks they can be used.
 fn resolve_discounts(w: &World, p: &Value, now: i64) -> ApiResult<Option<(Value, Option<Value>)>> {
     let Some(list) = p["discounts"].as_array().filter(|l| !l.is_empty()) else {
@@ -213,7 +198,7 @@ fn price_session(
         .try_fold(0i64, |acc, x| acc.checked_add(*x))
         .ok_or_else(|| ApiError::param("line_items", "The total amount is too large."))?;
     let total_discount = discount.map_or(0, |(coupon, _)| {
-        coupon_discount(coupon, subtotal, &currency)
+        super::catalog::coupon_discount(coupon, subtotal, &currency)
     });
     // Spread the discount over the lines in proportion; the last line takes the remainder.
     let mut left = total_discount;
@@ -777,10 +762,10 @@ fn pay_subscription(
             Some((coupon, promo))
         });
     let sub_data = &hidden["subscription_data"];
-    let started = super::billing::start_subscription(
+    let started = super::billing::subscriptions::start_subscription(
         w,
         ctx,
-        super::billing::NewSubscription {
+        super::billing::subscriptions::NewSubscription {
             customer: &customer_id,
             items: &items,
             payment_method: pm,

@@ -106,7 +106,7 @@ pub fn delete(w: &mut World, id: &str) -> ApiResult {
     let customer = w.fetch("customer", id, "customer", "customer")?;
     let now = w.now_for_customer(Some(id));
     // Deleting a customer cancels their subscriptions at once, as Stripe does.
-    super::billing::cancel_customer_subscriptions(w, id, now);
+    super::billing::subscriptions::cancel_customer_subscriptions(w, id, now);
     let out = w.delete(id);
     w.emit("customer.deleted", &customer, None, now);
     Ok(out)

@@ -7,6 +7,7 @@ pub mod checkout;
 pub mod customers;
 pub mod events;
 pub mod payments;
+pub mod test_clocks;
 
 use serde_json::{Map, Value, json};
 
@@ -23,12 +24,13 @@ pub struct Ctx<'a> {
 
 /// Dispatches one validated API request. `segs` is the path below `/v1/`.
 pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) -> ApiResult {
-    use billing as b;
+    use billing::{changes, invoices, meters, portal, subscriptions as subs};
     use catalog as cat;
     use checkout as co;
     use customers as cu;
     use events as ev;
     use payments as pay;
+    use test_clocks as clocks;
     match (method, segs) {
         ("POST", ["customers"]) => cu::create(w, &p),
         ("GET", ["customers"]) => cu::list(w, &p),
@@ -84,23 +86,25 @@ pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) ->
         ("GET", ["disputes", id]) => w.fetch("dispute", id, "dispute", "dispute"),
         ("POST", ["disputes", id, "close"]) => pay::close_dispute(w, id, "lost"),
 
-        ("GET", ["subscriptions"]) => b::list_subscriptions(w, &p),
+        ("GET", ["subscriptions"]) => subs::list_subscriptions(w, &p),
         ("GET", ["subscriptions", id]) => w.fetch(
             "subscription",
             id,
             "subscription",
             "subscription_exposed_id",
         ),
-        ("POST", ["subscriptions", id]) => b::update_subscription(w, ctx, id, &p),
-        ("DELETE", ["subscriptions", id]) => b::cancel_subscription_now(w, ctx, id, &p),
-        ("POST", ["subscriptions", id, "resume"]) => b::resume_subscription(w, ctx, id, &p),
-        ("GET", ["invoices"]) => b::list_invoices(w, &p),
+        ("POST", ["subscriptions", id]) => changes::update_subscription(w, ctx, id, &p),
+        ("DELETE", ["subscriptions", id]) => subs::cancel_subscription_now(w, ctx, id, &p),
+        ("POST", ["subscriptions", id, "resume"]) => changes::resume_subscription(w, ctx, id, &p),
+        ("GET", ["invoices"]) => invoices::list_invoices(w, &p),
         ("GET", ["invoices", id]) => w.fetch("invoice", id, "invoice", "invoice"),
-        ("POST", ["invoices", id, "pay"]) => b::pay_invoice(w, ctx, id),
-        ("POST", ["billing_portal", "sessions"]) => b::create_portal_session(w, ctx, &p),
-        ("POST", ["billing_portal", "configurations"]) => b::create_portal_configuration(w, &p),
+        ("POST", ["invoices", id, "pay"]) => subs::pay_invoice(w, ctx, id),
+        ("POST", ["billing_portal", "sessions"]) => portal::create_portal_session(w, ctx, &p),
+        ("POST", ["billing_portal", "configurations"]) => {
+            portal::create_portal_configuration(w, &p)
+        }
         ("GET", ["billing_portal", "configurations"]) => {
-            b::ensure_default_portal_configuration(w);
+            portal::ensure_default_portal_configuration(w);
             list(
                 w.all("billing_portal.configuration"),
                 "/v1/billing_portal/configurations",
@@ -114,16 +118,16 @@ pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) ->
             "configuration",
         ),
         ("POST", ["billing_portal", "configurations", id]) => {
-            b::update_portal_configuration(w, id, &p)
+            portal::update_portal_configuration(w, id, &p)
         }
-        ("POST", ["billing", "meters"]) => b::create_meter(w, &p),
+        ("POST", ["billing", "meters"]) => meters::create_meter(w, &p),
         ("GET", ["billing", "meters"]) => list(w.all("billing.meter"), "/v1/billing/meters", &p),
         ("GET", ["billing", "meters", id]) => w.fetch("billing.meter", id, "billing meter", "id"),
         ("GET", ["billing", "meters", id, "event_summaries"]) => {
-            b::meter_event_summaries(w, id, &p)
+            meters::meter_event_summaries(w, id, &p)
         }
-        ("POST", ["billing", "meter_events"]) => b::create_meter_event(w, &p),
-        ("POST", ["test_helpers", "test_clocks"]) => b::create_test_clock(w, &p),
+        ("POST", ["billing", "meter_events"]) => meters::create_meter_event(w, &p),
+        ("POST", ["test_helpers", "test_clocks"]) => clocks::create_test_clock(w, &p),
         ("GET", ["test_helpers", "test_clocks"]) => list(
             w.all("test_helpers.test_clock"),
             "/v1/test_helpers/test_clocks",
@@ -132,9 +136,9 @@ pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) ->
         ("GET", ["test_helpers", "test_clocks", id]) => {
             w.fetch("test_helpers.test_clock", id, "test_clock", "test_clock")
         }
-        ("DELETE", ["test_helpers", "test_clocks", id]) => b::delete_test_clock(w, id),
+        ("DELETE", ["test_helpers", "test_clocks", id]) => clocks::delete_test_clock(w, id),
         ("POST", ["test_helpers", "test_clocks", id, "advance"]) => {
-            b::advance_test_clock(w, ctx, id, &p)
+            clocks::advance_test_clock(w, ctx, id, &p)
         }
 
         ("GET", ["events"]) => ev::list_events(w, &p),
