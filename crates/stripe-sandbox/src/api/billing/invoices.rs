@@ -1,17 +1,16 @@
 //! Subscription invoices: drafting one (with its lines and discount), finalizing, collecting
-//! it from the customer's card (scheduling dunning retries on failure), settling, listing,
-//! and paying one by hand.
+//! it from the customer's card (scheduling dunning retries on failure), settling and listing.
+//! Paying one by hand is in `subscriptions`, since it can bring its subscription back.
 
 use serde_json::{Value, json};
 
 use super::discounts::{current_discount, remove_discount};
+use super::periods::DAY;
 use crate::api::payments::{self, Outcome, Payment};
 use crate::api::{Ctx, list, matches_range};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::world::World;
-
-use super::periods::DAY;
 
 /// One invoice line.
 pub(crate) struct InvoiceLine {

@@ -1,0 +1,259 @@
+//! Checkout Sessions: creation with its validation, listing, line items and expiry
+//! (here); pricing a session's lines and discounts (`pricing`); and the completion that the
+//! hosted page drives when a payer submits a card (`pay`).
+
+pub mod pay;
+pub mod pricing;
+
+pub use pay::{PageOutcome, fail_authentication, pay};
+pub use pricing::apply_promotion_code;
+
+use serde_json::{Value, json};
+
+use self::pricing::{price_session, resolve_discounts, resolve_line_items};
+use super::{Ctx, matches_range};
+use crate::error::{ApiError, ApiResult};
+use crate::ids::random_chars;
+use crate::world::{World, merge_metadata, metadata_of};
+
+pub(crate) const MIN_EXPIRY: i64 = 30 * 60;
+pub(crate) const MAX_EXPIRY: i64 = 24 * 60 * 60;
+
+pub(crate) fn only_one(names: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "You may only specify one of these parameters: {names}."
+    ))
+}
+
+pub(crate) fn check_url(p: &Value, field: &str) -> ApiResult<()> {
+    if let Some(u) = p[field].as_str() {
+        let parsed = url::Url::parse(u).map_err(|_| ApiError::param(field, "Not a valid URL"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ApiError::param(field, "Not a valid URL"));
+        }
+    }
+    Ok(())
+}
+
+pub fn create(w: &mut World, ctx: &Ctx, p: &Value) -> ApiResult {
+    let mode = p["mode"]
+        .as_str()
+        .ok_or_else(|| ApiError::param("mode", "Missing required param: mode."))?;
+    if mode == "setup" {
+        return Err(ApiError::param(
+            "mode",
+            "The sandbox does not support `setup` mode Checkout Sessions.",
+        ));
+    }
+    if p["customer"].is_string() && p["customer_email"].is_string() {
+        return Err(only_one("customer, customer_email"));
+    }
+    if p["allow_promotion_codes"].as_bool() == Some(true)
+        && p["discounts"].as_array().is_some_and(|d| !d.is_empty())
+    {
+        return Err(only_one("allow_promotion_codes, discounts"));
+    }
+    for field in ["success_url", "cancel_url", "return_url"] {
+        check_url(p, field)?;
+    }
+    if let Some(email) = p["customer_email"].as_str()
+        && (!email.contains('@') || email.starts_with('@') || email.ends_with('@'))
+    {
+        return Err(ApiError::param(
+            "customer_email",
+            format!("Invalid email address: {email}"),
+        ));
+    }
+    let customer = match p["customer"].as_str() {
+        Some(c) => Some(w.fetch("customer", c, "customer", "customer")?),
+        None => None,
+    };
+    let now = w.now_for_customer(customer.as_ref().and_then(|c| c["id"].as_str()));
+    let expires_at = p["expires_at"].as_i64().unwrap_or(now + MAX_EXPIRY);
+    if expires_at < now + MIN_EXPIRY || expires_at > now + MAX_EXPIRY {
+        return Err(ApiError::param(
+            "expires_at",
+            "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout Session creation.",
+        ));
+    }
+    if let Some(days) = p["subscription_data"]["trial_period_days"].as_i64() {
+        if mode != "subscription" {
+            return Err(ApiError::param(
+                "subscription_data[trial_period_days]",
+                "You can only use `subscription_data` in `subscription` mode.",
+            ));
+        }
+        if !(1..=730).contains(&days) {
+            return Err(ApiError::param(
+                "subscription_data[trial_period_days]",
+                "The trial period must be between 1 and 730 days.",
+            ));
+        }
+    }
+    let discount = resolve_discounts(w, p, now)?;
+    let items = resolve_line_items(w, p, mode)?;
+
+    let id = format!("cs_test_{}", random_chars(58));
+    let url = format!("{}/c/pay/{id}", ctx.base_url);
+    let session = json!({
+        "id": id,
+        "object": "checkout.session",
+        "adaptive_pricing": null,
+        "after_expiration": null,
+        "allow_promotion_codes": p.get("allow_promotion_codes").cloned().unwrap_or(Value::Null),
+        "amount_subtotal": 0,
+        "amount_total": 0,
+        "automatic_tax": {
+            "enabled": p["automatic_tax"]["enabled"].as_bool().unwrap_or(false),
+            "liability": null,
+            "provider": null,
+            "status": if p["automatic_tax"]["enabled"].as_bool() == Some(true) { json!("requires_location_inputs") } else { Value::Null },
+        },
+        "billing_address_collection": p.get("billing_address_collection").cloned().unwrap_or(Value::Null),
+        "cancel_url": p.get("cancel_url").cloned().unwrap_or(Value::Null),
+        "client_reference_id": p.get("client_reference_id").cloned().unwrap_or(Value::Null),
+        "client_secret": null,
+        "consent": null,
+        "consent_collection": null,
+        "created": now,
+        "currency": null,
+        "custom_fields": [],
+        "custom_text": { "after_submit": null, "shipping_address": null, "submit": null, "terms_of_service_acceptance": null },
+        "customer": customer.as_ref().map(|c| c["id"].clone()),
+        "customer_creation": if customer.is_some() || mode == "subscription" { Value::Null } else { p.get("customer_creation").cloned().unwrap_or(json!("if_required")) },
+        "customer_details": customer.as_ref().map(|c| json!({ "address": null, "email": c["email"], "name": c["name"], "phone": null, "tax_exempt": "none", "tax_ids": [] })),
+        "customer_email": p.get("customer_email").cloned().unwrap_or(Value::Null),
+        "discounts": [],
+        "expires_at": expires_at,
+        "invoice": null,
+        "invoice_creation": null,
+        "livemode": false,
+        "locale": p.get("locale").cloned().unwrap_or(Value::Null),
+        "metadata": metadata_of(p),
+        "mode": mode,
+        "payment_intent": null,
+        "payment_link": null,
+        "payment_method_collection": if mode == "subscription" { p.get("payment_method_collection").cloned().unwrap_or(json!("always")) } else { Value::Null },
+        "payment_method_options": {},
+        "payment_method_types": ["card"],
+        "payment_status": "unpaid",
+        "phone_number_collection": { "enabled": false },
+        "recovered_from": null,
+        "setup_intent": null,
+        "shipping_address_collection": null,
+        "shipping_cost": null,
+        "shipping_options": [],
+        "status": "open",
+        "submit_type": p.get("submit_type").cloned().unwrap_or(Value::Null),
+        "subscription": null,
+        "success_url": p.get("success_url").cloned().unwrap_or(Value::Null),
+        "tax_id_collection": { "enabled": p["tax_id_collection"]["enabled"].as_bool().unwrap_or(false), "required": "never" },
+        "total_details": { "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0 },
+        "ui_mode": "hosted_page",
+        "url": url,
+    });
+    w.insert(session);
+    w.hidden.insert(
+        id.clone(),
+        json!({
+            "line_items": [],
+            "subscription_data": p.get("subscription_data").cloned().unwrap_or(json!({})),
+            "payment_intent_data": p.get("payment_intent_data").cloned().unwrap_or(json!({})),
+        }),
+    );
+    price_session(w, &id, &items, discount.as_ref())?;
+    w.fetch("checkout.session", &id, "checkout.session", "session")
+}
+
+pub fn update(w: &mut World, id: &str, p: &Value) -> ApiResult {
+    w.fetch("checkout.session", id, "checkout.session", "session")?;
+    let (s, _) = w.update(id, |s| merge_metadata(s, p.get("metadata")));
+    Ok(s)
+}
+
+pub fn list(w: &World, p: &Value) -> ApiResult {
+    super::list(
+        w.all("checkout.session")
+            .filter(|s| p["customer"].as_str().is_none_or(|c| s["customer"] == c))
+            .filter(|s| {
+                p["payment_intent"]
+                    .as_str()
+                    .is_none_or(|c| s["payment_intent"] == c)
+            })
+            .filter(|s| {
+                p["subscription"]
+                    .as_str()
+                    .is_none_or(|c| s["subscription"] == c)
+            })
+            .filter(|s| p["status"].as_str().is_none_or(|c| s["status"] == c))
+            .filter(|s| matches_range(s, "created", &p["created"])),
+        "/v1/checkout/sessions",
+        p,
+    )
+}
+
+/// The session's line items as a list object (first `limit`).
+pub fn line_items_list(w: &World, id: &str, limit: usize) -> Value {
+    let items: Vec<Value> = w
+        .hidden
+        .get(id)
+        .and_then(|h| h["line_items"].as_array().cloned())
+        .unwrap_or_default();
+    json!({
+        "object": "list",
+        "data": items.iter().take(limit).collect::<Vec<_>>(),
+        "has_more": items.len() > limit,
+        "url": format!("/v1/checkout/sessions/{id}/line_items"),
+    })
+}
+
+pub fn list_line_items(w: &World, id: &str, p: &Value) -> ApiResult {
+    w.fetch("checkout.session", id, "checkout.session", "session")?;
+    let items: Vec<Value> = w
+        .hidden
+        .get(id)
+        .and_then(|h| h["line_items"].as_array().cloned())
+        .unwrap_or_default();
+    super::list(
+        items.iter(),
+        &format!("/v1/checkout/sessions/{id}/line_items"),
+        p,
+    )
+}
+
+pub fn expire(w: &mut World, id: &str) -> ApiResult {
+    let session = w.fetch("checkout.session", id, "checkout.session", "session")?;
+    if session["status"] != "open" {
+        return Err(ApiError::invalid(format!(
+            "Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of \"{}\".",
+            session["status"].as_str().unwrap_or_default()
+        )));
+    }
+    let now = w.now_for_customer(session["customer"].as_str());
+    Ok(mark_expired(w, id, now))
+}
+
+pub(crate) fn mark_expired(w: &mut World, id: &str, now: i64) -> Value {
+    let (s, prev) = w.update(id, |s| {
+        s["status"] = json!("expired");
+        s["url"] = Value::Null;
+    });
+    w.emit("checkout.session.expired", &s, Some(prev), now);
+    s
+}
+
+/// Expires open sessions whose `expires_at` has passed, as Stripe does in the background.
+pub fn expire_due(w: &mut World) {
+    let due: Vec<(String, i64)> = w
+        .all("checkout.session")
+        .filter(|s| s["status"] == "open")
+        .filter_map(|s| {
+            let now = w.now_for_customer(s["customer"].as_str());
+            (s["expires_at"].as_i64()? <= now)
+                .then(|| (s["id"].as_str().unwrap_or_default().to_owned(), now))
+        })
+        .collect();
+    for (id, now) in due {
+        mark_expired(w, &id, now);
+    }
+}
