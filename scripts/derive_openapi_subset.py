@@ -25,6 +25,11 @@ operation per line:
 
 Operations missing from the spec are reported on stderr and skipped.
 
+Besides the operations, `unserved` lists every other `METHOD /path` template of the spec, so
+that the sandbox can tell a Stripe route it does not serve (`GET /v1/customers/search`) from
+an id in a route it does (`GET /v1/customers/{customer}`) and answer the former as Stripe
+answers an unknown URL.
+
 Usage (Python 3.11, standard library only), from anywhere:
 
     python3 scripts/derive_openapi_subset.py [SPEC3_JSON [OUTPUT_JSON]]
@@ -248,7 +253,18 @@ def derive(spec: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             skipped.append(f"{method} {path}")
             continue
         operations.append({"method": method, "path": path, "params": params_for(resolver, method, operation)})
-    subset = {"api_version": spec.get("info", {}).get("version", ""), "operations": operations}
+    served = {(method, path) for method, path in OPERATIONS}
+    unserved = sorted(
+        f"{method.upper()} {path}"
+        for path, item in spec.get("paths", {}).items()
+        for method in item
+        if method in ("get", "post", "delete") and (method.upper(), path) not in served
+    )
+    subset = {
+        "api_version": spec.get("info", {}).get("version", ""),
+        "operations": operations,
+        "unserved": unserved,
+    }
     return subset, skipped
 
 
@@ -259,7 +275,11 @@ def render(subset: dict[str, Any]) -> str:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     lines = ",\n".join(compact(operation) for operation in subset["operations"])
-    text = f'{{"api_version":{compact(subset["api_version"])},"operations":[\n{lines}\n]}}\n'
+    unserved = compact(subset["unserved"])
+    text = (
+        f'{{"api_version":{compact(subset["api_version"])},"operations":[\n{lines}\n],\n'
+        f'"unserved":{unserved}}}\n'
+    )
     if json.loads(text) != subset:
         raise AssertionError("rendered subset does not round-trip")
     return text

@@ -22,10 +22,12 @@ mod http;
 mod ids;
 mod pages;
 pub mod params;
+mod persist;
 mod webhooks;
 mod world;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -57,7 +59,28 @@ pub struct Config {
     pub dunning_mark_unpaid: bool,
     /// Faults in effect from the start (they can be changed at run time on `/_sandbox/faults`).
     pub faults: Faults,
+    /// Where the world is kept between runs. `Some`: loaded on start (if the file exists)
+    /// and written durably after every request that changes it. `None`: in memory only.
+    pub state_path: Option<PathBuf>,
+    /// Start with the account's default customer portal configuration already saved, as
+    /// after someone saved the portal settings in the Dashboard. `false` (the default) is a
+    /// new Stripe account: portal sessions without `configuration` are refused until a
+    /// default exists (`POST /_sandbox/billing_portal/default_configuration` makes one).
+    pub portal_default_configuration: bool,
+    /// `Stripe-Version` values served besides [`API_VERSION`], answered exactly as
+    /// `API_VERSION` is. The default holds the version async-stripe 1.0.0-rc.10 sends on
+    /// every request and cannot be told otherwise (the sandbox's answers are checked against
+    /// those types); any other version is refused.
+    pub extra_api_versions: Vec<String>,
+    /// How long a test clock advance takes before its work runs and the clock is `ready`.
+    /// Stripe's take seconds; zero runs the work right after the answer, which keeps tests
+    /// fast while still making clients wait for `ready`.
+    pub test_clock_advance_delay: Duration,
 }
+
+/// The `Stripe-Version` that async-stripe 1.0.0-rc.10, the client this workspace pins,
+/// sends on every request.
+pub const ASYNC_STRIPE_API_VERSION: &str = "2026-09-30.endive";
 
 impl Default for Config {
     fn default() -> Self {
@@ -72,6 +95,10 @@ impl Default for Config {
             dunning_retry_days: vec![3, 5, 7],
             dunning_mark_unpaid: false,
             faults: Faults::default(),
+            state_path: None,
+            portal_default_configuration: false,
+            extra_api_versions: vec![ASYNC_STRIPE_API_VERSION.to_owned()],
+            test_clock_advance_delay: Duration::ZERO,
         }
     }
 }
@@ -94,6 +121,8 @@ pub(crate) struct Shared {
     pub faults: Mutex<Faults>,
     pub base_url: String,
     pub webhooks: webhooks::Dispatcher,
+    /// Writes the world to `Config::state_path`, when set.
+    pub persister: Option<persist::Persister>,
 }
 
 impl Shared {
@@ -111,6 +140,49 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// Ends a change to the world: the events it caused go to the webhook dispatcher, the
+    /// world is written to the state file if it changed, and test clock advances it accepted
+    /// start in the background. Takes the guard so that the file is written, and clocks
+    /// run, after the lock is released.
+    pub fn settle(self: &Arc<Self>, mut world: MutexGuard<'_, world::World>) {
+        let events = std::mem::take(&mut world.outbox);
+        self.webhooks.enqueue(&mut world, &events);
+        let advances = std::mem::take(&mut world.pending_advances);
+        let snapshot = self
+            .persister
+            .as_ref()
+            .map(|_| (world.version(), world.snapshot()));
+        drop(world);
+        if let (Some(persister), Some((version, snapshot))) = (&self.persister, snapshot)
+            && let Err(e) = persister.save(version, &snapshot)
+        {
+            tracing::error!(error = %e, "could not write the sandbox's state file");
+        }
+        for clock in advances {
+            let shared = self.clone();
+            let delay = self.config.test_clock_advance_delay;
+            tokio::spawn(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                shared.finish_advance(&clock);
+            });
+        }
+    }
+
+    /// Runs an accepted test clock advance to its end (`ready`).
+    fn finish_advance(self: &Arc<Self>, clock: &str) {
+        let mut world = self.world();
+        let ctx = api::Ctx {
+            base_url: &self.base_url,
+            config: &self.config,
+        };
+        if let Err(e) = api::test_clocks::finish_advance(&mut world, &ctx, clock) {
+            tracing::error!(clock, error = %e.message, "test clock advance failed");
+        }
+        self.settle(world);
+    }
 }
 
 /// A running sandbox. Dropping it stops the server.
@@ -123,20 +195,37 @@ pub struct Sandbox {
 impl Sandbox {
     /// Binds `listen` (port 0 picks a free port) and serves until dropped.
     pub async fn start(config: Config, listen: SocketAddr) -> std::io::Result<Self> {
+        let persister = config.state_path.clone().map(persist::Persister::new);
+        let mut world = match &persister {
+            Some(p) => p.load()?.unwrap_or_default(),
+            None => world::World::default(),
+        };
+        if config.portal_default_configuration {
+            api::billing::portal::save_default_configuration(&mut world, &serde_json::json!({}));
+        }
+        // Advances cut short by a stop finish now, as Stripe's would have.
+        world.pending_advances = world
+            .all("test_helpers.test_clock")
+            .filter(|c| c["status"] == "advancing")
+            .filter_map(|c| c["id"].as_str().map(str::to_owned))
+            .collect();
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let base_url = config
             .public_url
             .clone()
+            .map(|u| u.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| format!("http://{addr}"));
         let shared = Arc::new(Shared {
-            world: Mutex::new(world::World::default()),
+            world: Mutex::new(world),
             faults: Mutex::new(config.faults.clone()),
             webhooks: webhooks::Dispatcher::new(&config),
             config,
             base_url,
+            persister,
         });
         shared.webhooks.attach(&shared);
+        shared.settle(shared.world());
         let app = http::router(shared.clone());
         let (stop, mut stopped) = watch::channel(false);
         tokio::spawn(async move {

@@ -103,14 +103,11 @@ pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) ->
         ("POST", ["billing_portal", "configurations"]) => {
             portal::create_portal_configuration(w, &p)
         }
-        ("GET", ["billing_portal", "configurations"]) => {
-            portal::ensure_default_portal_configuration(w);
-            list(
-                w.all("billing_portal.configuration"),
-                "/v1/billing_portal/configurations",
-                &p,
-            )
-        }
+        ("GET", ["billing_portal", "configurations"]) => list(
+            w.all("billing_portal.configuration"),
+            "/v1/billing_portal/configurations",
+            &p,
+        ),
         ("GET", ["billing_portal", "configurations", id]) => w.fetch(
             "billing_portal.configuration",
             id,
@@ -138,7 +135,7 @@ pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) ->
         }
         ("DELETE", ["test_helpers", "test_clocks", id]) => clocks::delete_test_clock(w, id),
         ("POST", ["test_helpers", "test_clocks", id, "advance"]) => {
-            clocks::advance_test_clock(w, ctx, id, &p)
+            clocks::advance_test_clock(w, id, &p)
         }
 
         ("GET", ["events"]) => ev::list_events(w, &p),

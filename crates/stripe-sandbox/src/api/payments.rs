@@ -21,13 +21,6 @@ pub fn test_card(number: &str) -> Result<(&'static str, &'static str, CardBehavi
             message: "Your card number is incorrect.",
         });
     }
-    let declines = |code, decline_code, message| {
-        CardBehaviour::Declines(Decline {
-            code,
-            decline_code: Some(decline_code),
-            message,
-        })
-    };
     let card = match digits.as_str() {
         "4242424242424242" => ("visa", "credit", CardBehaviour::Succeeds),
         "4000056655665556" => ("visa", "debit", CardBehaviour::Succeeds),
@@ -37,25 +30,17 @@ pub fn test_card(number: &str) -> Result<(&'static str, &'static str, CardBehavi
         "4000000000009995" => (
             "visa",
             "credit",
-            declines(
-                "card_declined",
-                "insufficient_funds",
-                "Your card has insufficient funds.",
-            ),
+            CardBehaviour::Declines(Decline::INSUFFICIENT_FUNDS),
         ),
         "4000000000000069" => (
             "visa",
             "credit",
-            declines("expired_card", "expired_card", "Your card has expired."),
+            CardBehaviour::Declines(Decline::EXPIRED_CARD),
         ),
         "4000000000000127" => (
             "visa",
             "credit",
-            declines(
-                "incorrect_cvc",
-                "incorrect_cvc",
-                "Your card's security code is incorrect.",
-            ),
+            CardBehaviour::Declines(Decline::INCORRECT_CVC),
         ),
         "4000002500003155" => ("visa", "credit", CardBehaviour::Requires3ds),
         "4000000000000341" => ("visa", "credit", CardBehaviour::AttachThenFail),
@@ -253,7 +238,7 @@ pub fn charge(w: &mut World, pay: Payment) -> ApiResult<Outcome> {
     };
 
     let decline = match behaviour {
-        CardBehaviour::Succeeds => None,
+        CardBehaviour::Succeeds | CardBehaviour::RefundFails | CardBehaviour::Disputed(_) => None,
         CardBehaviour::Requires3ds if pay.off_session || pay.authenticated => None,
         CardBehaviour::Requires3ds => {
             let (pi, prev) = w.update(&pi_id, |pi| {

@@ -7,16 +7,34 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::world::{World, merge_metadata, metadata_of, wall_clock};
 
-/// The account's default portal configuration, created on first use as Stripe's Dashboard does.
-pub fn ensure_default_portal_configuration(w: &mut World) -> Value {
-    if let Some(c) = w
-        .all("billing_portal.configuration")
+/// The account's default portal configuration, if someone has saved one.
+fn default_configuration(w: &World) -> Option<Value> {
+    w.all("billing_portal.configuration")
         .find(|c| c["is_default"] == true)
-    {
-        return c.clone();
+        .cloned()
+}
+
+/// Saves the account's default portal configuration, as saving the customer portal settings
+/// in the Dashboard does: the first save creates it (`is_default: true`), later ones update
+/// it. The API has no way to do this: `POST /v1/billing_portal/configurations` takes no
+/// `is_default`, and the object's docs say a default "can be managed in the Dashboard".
+pub fn save_default_configuration(w: &mut World, p: &Value) -> Value {
+    match default_configuration(w) {
+        Some(existing) => {
+            let id = existing["id"].as_str().unwrap_or_default().to_owned();
+            update_portal_configuration(w, &id, p).unwrap_or(existing)
+        }
+        None => {
+            let config = w.insert(portal_configuration(p, true));
+            w.emit(
+                "billing_portal.configuration.created",
+                &config,
+                None,
+                wall_clock(),
+            );
+            config
+        }
     }
-    let config = portal_configuration(&json!({}), true);
-    w.insert(config)
 }
 
 pub(crate) fn portal_configuration(p: &Value, is_default: bool) -> Value {
@@ -77,8 +95,8 @@ pub(crate) fn portal_configuration(p: &Value, is_default: bool) -> Value {
     })
 }
 
+/// `POST /v1/billing_portal/configurations`: a configuration that is never the default.
 pub fn create_portal_configuration(w: &mut World, p: &Value) -> ApiResult {
-    ensure_default_portal_configuration(w);
     let config = w.insert(portal_configuration(p, false));
     w.emit(
         "billing_portal.configuration.created",
@@ -140,7 +158,14 @@ pub fn create_portal_session(w: &mut World, ctx: &Ctx, p: &Value) -> ApiResult {
             "configuration",
             "configuration",
         )?,
-        None => ensure_default_portal_configuration(w),
+        // A new account has no default until its portal settings are saved in the
+        // Dashboard; until then Stripe refuses sessions that do not name a configuration
+        // (mozilla/fxa#13245 quotes Stripe's answer).
+        None => default_configuration(w).ok_or_else(|| {
+            ApiError::invalid(
+                "You can’t create a portal session in test mode until you save your customer portal settings in test mode at https://dashboard.stripe.com/test/settings/billing/portal.",
+            )
+        })?,
     };
     if config["active"] != true {
         return Err(ApiError::param(
