@@ -406,10 +406,17 @@ pub fn merge_metadata(target: &mut Value, update: Option<&Value>) {
     }
 }
 
-/// Metadata as given on create (an object of strings), or `{}`.
+/// Metadata as given on create (an object of strings), or `{}`. Stripe: "Individual keys can
+/// be unset by posting an empty value to them" (the `metadata` parameter's description), on
+/// create as on update, so a key given as "" is not stored.
 pub fn metadata_of(params: &Value) -> Value {
     match params.get("metadata") {
-        Some(Value::Object(m)) => Value::Object(m.clone()),
+        Some(Value::Object(m)) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| v.as_str() != Some(""))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
         _ => json!({}),
     }
 }

@@ -155,6 +155,7 @@ pub fn create_price_with(w: &mut World, p: &Value, param_prefix: &str, inline: b
             )
         })?
         .to_lowercase();
+    super::validate::check_currency(&currency, &name("currency"))?;
     let product_id = if let Some(prod) = p["product"].as_str() {
         w.fetch("product", prod, "product", &name("product"))?;
         prod.to_owned()
@@ -188,6 +189,7 @@ pub fn create_price_with(w: &mut World, p: &Value, param_prefix: &str, inline: b
             "Invalid non-negative integer",
         ));
     }
+    super::validate::check_amount(unit_amount, &name("unit_amount"))?;
     let recurring = match &p["recurring"] {
         Value::Object(r) => {
             let interval = r.get("interval").and_then(Value::as_str).ok_or_else(|| {
@@ -354,7 +356,11 @@ pub fn create_coupon(w: &mut World, p: &Value) -> ApiResult {
                 "You must specify a currency when creating a coupon with an amount_off.",
             ));
         }
+        (None, Some(a)) => super::validate::check_amount(a, "amount_off")?,
         _ => {}
+    }
+    if let Some(currency) = p["currency"].as_str() {
+        super::validate::check_currency(currency, "currency")?;
     }
     let duration = p["duration"].as_str().unwrap_or("once");
     if duration == "repeating" && p["duration_in_months"].as_i64().is_none() {

@@ -8,6 +8,7 @@ pub mod customers;
 pub mod events;
 pub mod payments;
 pub mod test_clocks;
+pub mod validate;
 
 use serde_json::{Map, Value, json};
 

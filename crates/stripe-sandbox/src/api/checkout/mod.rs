@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use self::pricing::{price_session, resolve_discounts, resolve_line_items};
 use super::{Ctx, matches_range};
+use crate::api::validate::is_tax_location;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::random_chars;
 use crate::world::{World, merge_metadata, metadata_of};
@@ -35,6 +36,88 @@ pub(crate) fn check_url(p: &Value, field: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Parameters that belong to the other mode are refused, not ignored.
+fn check_mode_data(p: &Value, mode: &str) -> ApiResult<()> {
+    // "You can not pass `payment_intent_data` in `subscription` mode." (Stripe's answer,
+    // quoted in stripe/stripe-dotnet#3278); the API reference: `payment_intent_data` is "A
+    // subset of parameters to be passed to PaymentIntent creation for Checkout Sessions in
+    // `payment` mode", `subscription_data` the same "in `subscription` mode".
+    for (field, only_in) in [
+        ("payment_intent_data", "payment"),
+        ("subscription_data", "subscription"),
+    ] {
+        if p.get(field).is_some() && mode != only_in {
+            return Err(ApiError::param(
+                field,
+                format!("You can not pass `{field}` in `{mode}` mode."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `customer_update` and what Checkout needs it for when the session is for an existing
+/// customer: automatic tax needs an address to tax, tax ID collection a business name.
+fn check_customer_update(p: &Value, customer: Option<&Value>) -> ApiResult<()> {
+    let update = &p["customer_update"];
+    let Some(customer) = customer else {
+        // "Controls what fields on Customer can be updated by the Checkout Session. Can only
+        // be provided when `customer` is provided." (API reference, customer_update)
+        if update.is_object() {
+            return Err(ApiError::param(
+                "customer_update",
+                "`customer_update` can only be provided when `customer` is provided.",
+            ));
+        }
+        return Ok(());
+    };
+    let auto = |field: &str| update[field] == "auto";
+    // Stripe Tax uses the customer's shipping address if present, else the billing address
+    // ("If a shipping address is present but invalid, we raise a
+    // `customer_tax_location_invalid` error instead of trying the next address",
+    // docs.stripe.com/tax/customer-locations).
+    let located = if customer["shipping"]["address"].is_object() {
+        is_tax_location(&customer["shipping"]["address"])
+    } else {
+        is_tax_location(&customer["address"])
+    };
+    let saves_collected_shipping = auto("shipping") && p["shipping_address_collection"].is_object();
+    if p["automatic_tax"]["enabled"] == true
+        && !located
+        && !auto("address")
+        && !saves_collected_shipping
+    {
+        // Stripe's answer, quoted in TryGhost/Ghost#19882 and #20105.
+        return Err(ApiError::invalid(
+            "Automatic tax calculation in Checkout requires a valid address on the Customer. Add a valid address to the Customer or set either `customer_update[address]` to 'auto' or `customer_update[shipping]` to 'auto' to save the address entered in Checkout to the Customer.",
+        )
+        .with_code("customer_tax_location_invalid"));
+    }
+    if p["tax_id_collection"]["enabled"] == true {
+        // "Checkout saves the collected business name onto the Customer's name property [...]
+        // Since the collection of a business name could result in the Customer's existing
+        // name being overridden, [...]" (docs.stripe.com/tax/checkout/tax-ids, Existing
+        // Customers); Stripe's answer is quoted in invertase/stripe-firebase-extensions#222
+        // and laravel/cashier-stripe#1585.
+        if !auto("name") {
+            return Err(ApiError::param(
+                "customer_update[name]",
+                "Tax ID collection requires updating business name on the customer. To enable tax ID collection for an existing customer, please set `customer_update[name]` to `auto`.",
+            ));
+        }
+        // Checkout locates the tax ID by the customer's address; one it cannot find must be
+        // collected and saved (Stripe's answer quoted in NativePHP/nativephp.com#408).
+        if !located && !auto("address") {
+            return Err(ApiError::param(
+                "customer_update[address]",
+                "We could not find a valid address on the provided customer. To enable tax ID collection, please set customer_update[address] to auto.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/checkout/sessions`.
 pub fn create(w: &mut World, ctx: &Ctx, p: &Value) -> ApiResult {
     let mode = p["mode"]
         .as_str()
@@ -56,18 +139,13 @@ pub fn create(w: &mut World, ctx: &Ctx, p: &Value) -> ApiResult {
     for field in ["success_url", "cancel_url", "return_url"] {
         check_url(p, field)?;
     }
-    if let Some(email) = p["customer_email"].as_str()
-        && (!email.contains('@') || email.starts_with('@') || email.ends_with('@'))
-    {
-        return Err(ApiError::param(
-            "customer_email",
-            format!("Invalid email address: {email}"),
-        ));
-    }
+    crate::api::validate::check_email(p, "customer_email")?;
+    check_mode_data(p, mode)?;
     let customer = match p["customer"].as_str() {
         Some(c) => Some(w.fetch("customer", c, "customer", "customer")?),
         None => None,
     };
+    check_customer_update(p, customer.as_ref())?;
     let now = w.now_for_customer(customer.as_ref().and_then(|c| c["id"].as_str()));
     let expires_at = p["expires_at"].as_i64().unwrap_or(now + MAX_EXPIRY);
     if expires_at < now + MIN_EXPIRY || expires_at > now + MAX_EXPIRY {
@@ -76,19 +154,13 @@ pub fn create(w: &mut World, ctx: &Ctx, p: &Value) -> ApiResult {
             "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout Session creation.",
         ));
     }
-    if let Some(days) = p["subscription_data"]["trial_period_days"].as_i64() {
-        if mode != "subscription" {
-            return Err(ApiError::param(
-                "subscription_data[trial_period_days]",
-                "You can only use `subscription_data` in `subscription` mode.",
-            ));
-        }
-        if !(1..=730).contains(&days) {
-            return Err(ApiError::param(
-                "subscription_data[trial_period_days]",
-                "The trial period must be between 1 and 730 days.",
-            ));
-        }
+    if let Some(days) = p["subscription_data"]["trial_period_days"].as_i64()
+        && !(1..=730).contains(&days)
+    {
+        return Err(ApiError::param(
+            "subscription_data[trial_period_days]",
+            "The trial period must be between 1 and 730 days.",
+        ));
     }
     let discount = resolve_discounts(w, p, now)?;
     let items = resolve_line_items(w, p, mode)?;
@@ -140,7 +212,7 @@ pub fn create(w: &mut World, ctx: &Ctx, p: &Value) -> ApiResult {
         "phone_number_collection": { "enabled": false },
         "recovered_from": null,
         "setup_intent": null,
-        "shipping_address_collection": null,
+        "shipping_address_collection": p.get("shipping_address_collection").cloned().unwrap_or(Value::Null),
         "shipping_cost": null,
         "shipping_options": [],
         "status": "open",
@@ -159,6 +231,9 @@ pub fn create(w: &mut World, ctx: &Ctx, p: &Value) -> ApiResult {
             "line_items": [],
             "subscription_data": p.get("subscription_data").cloned().unwrap_or(json!({})),
             "payment_intent_data": p.get("payment_intent_data").cloned().unwrap_or(json!({})),
+            // What Checkout may write back to the customer on completion. Stripe does not
+            // render `customer_update` on the session object, so neither does the sandbox.
+            "customer_update": p.get("customer_update").cloned().unwrap_or(json!({})),
         }),
     );
     price_session(w, &id, &items, discount.as_ref())?;

@@ -353,6 +353,7 @@ pub(crate) fn complete(w: &mut World, id: &str, c: Completion) -> PageOutcome {
         "tax_exempt": "none",
         "tax_ids": [],
     });
+    save_to_customer(w, id, &customer_details, c.now);
     let (session, prev) = w.update(id, |s| {
         s["status"] = json!("complete");
         s["payment_status"] = json!(c.payment_status);
@@ -371,6 +372,42 @@ pub(crate) fn complete(w: &mut World, id: &str, c: Completion) -> PageOutcome {
         .as_str()
         .map(|u| u.replace("{CHECKOUT_SESSION_ID}", id));
     PageOutcome::Complete { redirect }
+}
+
+/// What `customer_update` lets Checkout write back to the session's existing customer:
+/// `address: auto` saves the billing address collected, `name: auto` the name. ("Describes
+/// whether Checkout saves the billing address onto `customer.address`" / "the name onto
+/// `customer.name`. Defaults to `never`.", API reference, customer_update.) The hosted page
+/// collects no shipping address, so `shipping: auto` has nothing to save here.
+fn save_to_customer(w: &mut World, session_id: &str, details: &Value, now: i64) {
+    let Some(customer) = w
+        .get(session_id)
+        .and_then(|s| s["customer"].as_str())
+        .map(str::to_owned)
+    else {
+        return;
+    };
+    let update = w
+        .hidden
+        .get(session_id)
+        .map(|h| h["customer_update"].clone())
+        .unwrap_or(Value::Null);
+    let save_address = update["address"] == "auto";
+    let save_name = update["name"] == "auto" && details["name"].is_string();
+    if !save_address && !save_name {
+        return;
+    }
+    let (updated, prev) = w.update(&customer, |c| {
+        if save_address {
+            c["address"] = details["address"].clone();
+        }
+        if save_name {
+            c["name"] = details["name"].clone();
+        }
+    });
+    if prev.as_object().is_some_and(|m| !m.is_empty()) {
+        w.emit("customer.updated", &updated, Some(prev), now);
+    }
 }
 
 /// The payer failed the 3-D Secure step.
