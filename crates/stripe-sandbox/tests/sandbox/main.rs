@@ -11,6 +11,7 @@ mod checkout;
 mod journey;
 mod lifecycle;
 mod resources;
+mod restart;
 mod rules;
 mod subscriptions;
 mod support;
