@@ -167,6 +167,10 @@ pub fn computed_expansion(w: &World, obj: &Map<String, Value>, field: &str) -> O
             let id = obj.get("id")?.as_str()?;
             Some(checkout::line_items_list(w, id, 100))
         }
+        ("coupon", "applies_to") => {
+            let id = obj.get("id")?.as_str()?;
+            Some(catalog::coupon_applies_to(w, id))
+        }
         _ => None,
     }
 }

@@ -41,12 +41,25 @@ pub(crate) fn create_invoice(w: &mut World, sub: &Value, spec: InvoiceSpec) -> A
     let currency = sub["currency"].clone();
     let mut subtotal: i64 = 0;
     let mut discountable: i64 = 0;
+    let restricted: Option<Vec<String>> = sub["discounts"][0]
+        .as_str()
+        .and_then(|d| w.get(d))
+        .and_then(|d| d["source"]["coupon"].as_str())
+        .and_then(|c| crate::api::catalog::coupon_products(w, c));
     let mut lines = Vec::new();
     for line in spec.lines {
         subtotal = subtotal
             .checked_add(line.amount)
             .ok_or_else(|| ApiError::invalid("Invoice total is too large."))?;
-        if !line.proration {
+        // Prorations are not discounted; a coupon restricted to some products discounts only
+        // their lines.
+        if !line.proration
+            && restricted.as_ref().is_none_or(|products| {
+                line.price["product"]
+                    .as_str()
+                    .is_some_and(|p| products.iter().any(|x| x == p))
+            })
+        {
             discountable = discountable.saturating_add(line.amount);
         }
         let price = &line.price;

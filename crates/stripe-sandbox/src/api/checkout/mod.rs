@@ -10,7 +10,7 @@ pub use pricing::apply_promotion_code;
 
 use serde_json::{Value, json};
 
-use self::pricing::{price_session, resolve_discounts, resolve_line_items};
+use self::pricing::{check_discount_applies, price_session, resolve_discounts, resolve_line_items};
 use super::{Ctx, matches_range};
 use crate::api::validate::is_tax_location;
 use crate::error::{ApiError, ApiResult};
@@ -164,6 +164,7 @@ pub fn create(w: &mut World, ctx: &Ctx, p: &Value) -> ApiResult {
     }
     let discount = resolve_discounts(w, p, now)?;
     let items = resolve_line_items(w, p, mode)?;
+    check_discount_applies(w, discount.as_ref(), &items)?;
 
     let id = format!("cs_test_{}", random_chars(58));
     let url = format!("{}/c/pay/{id}", ctx.base_url);

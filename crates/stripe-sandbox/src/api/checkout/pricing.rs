@@ -159,6 +159,40 @@ pub(crate) fn resolve_discounts(
     Ok(None)
 }
 
+/// Whether a coupon discounts at least one of the items. A coupon restricted with
+/// `applies_to[products]` to products none of which is in the session gives nothing, and
+/// Stripe does not let such a code onto the session; the sandbox's wording is its own, as
+/// Stripe's exact message was not found.
+pub(crate) fn discount_applies(w: &World, coupon: &Value, items: &[(Value, i64)]) -> bool {
+    items
+        .iter()
+        .any(|(price, _)| crate::api::catalog::coupon_applies_to_price(w, coupon, price))
+}
+
+/// Refuses, on create, a discount that applies to none of the items.
+pub(crate) fn check_discount_applies(
+    w: &World,
+    discount: Option<&(Value, Option<Value>)>,
+    items: &[(Value, i64)],
+) -> ApiResult<()> {
+    let Some((coupon, promo)) = discount else {
+        return Ok(());
+    };
+    if discount_applies(w, coupon, items) {
+        return Ok(());
+    }
+    let (param, what) = match promo {
+        Some(_) => ("discounts[0][promotion_code]", "This promotion code"),
+        None => ("discounts[0][coupon]", "This coupon"),
+    };
+    Err(ApiError::param(
+        param,
+        format!(
+            "{what} cannot be applied to any of the items in this Checkout Session: its coupon applies only to other products."
+        ),
+    ))
+}
+
 /// Recomputes a session's amounts and its line items from the prices and the discount.
 pub(crate) fn price_session(
     w: &mut World,
@@ -188,17 +222,36 @@ pub(crate) fn price_session(
         .iter()
         .try_fold(0i64, |acc, x| acc.checked_add(*x))
         .ok_or_else(|| ApiError::param("line_items", "The total amount is too large."))?;
+    // A coupon restricted to some products discounts only their lines.
+    let eligible: Vec<bool> = items
+        .iter()
+        .map(|(price, _)| {
+            discount.is_some_and(|(coupon, _)| {
+                crate::api::catalog::coupon_applies_to_price(w, coupon, price)
+            })
+        })
+        .collect();
+    let eligible_subtotal: i64 = subtotals
+        .iter()
+        .zip(&eligible)
+        .filter(|(_, e)| **e)
+        .map(|(s, _)| *s)
+        .sum();
     let total_discount = discount.map_or(0, |(coupon, _)| {
-        crate::api::catalog::coupon_discount(coupon, subtotal, &currency)
+        crate::api::catalog::coupon_discount(coupon, eligible_subtotal, &currency)
     });
-    // Spread the discount over the lines in proportion; the last line takes the remainder.
+    // Spread the discount over the eligible lines in proportion; the last takes the remainder.
+    let last_eligible = eligible.iter().rposition(|e| *e);
     let mut left = total_discount;
     let mut lines = Vec::with_capacity(items.len());
     for (i, ((price, qty), line_subtotal)) in items.iter().zip(&subtotals).enumerate() {
-        let share = if i + 1 == items.len() || subtotal == 0 {
+        let share = if !eligible[i] {
+            0
+        } else if Some(i) == last_eligible || eligible_subtotal == 0 {
             left
         } else {
-            (i128::from(total_discount) * i128::from(*line_subtotal) / i128::from(subtotal)) as i64
+            (i128::from(total_discount) * i128::from(*line_subtotal)
+                / i128::from(eligible_subtotal)) as i64
         };
         left -= share;
         let product_name = price["product"]
@@ -276,5 +329,8 @@ pub fn apply_promotion_code(w: &mut World, id: &str, code: &str) -> Result<(), S
         .into_iter()
         .map(|li| (li["price"].clone(), li["quantity"].as_i64().unwrap_or(1)))
         .collect();
+    if !discount_applies(w, &coupon, &items) {
+        return Err("This code isn't valid for the items in your cart.".into());
+    }
     price_session(w, id, &items, Some(&(coupon, Some(promo)))).map_err(|e| e.message)
 }
