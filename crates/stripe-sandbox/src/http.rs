@@ -367,7 +367,7 @@ async fn create_dispute(
 ) -> Response {
     let reason = q.reason.unwrap_or_else(|| "fraudulent".into());
     match with_world(&shared, |w| {
-        api::payments::open_dispute(w, &charge, &reason)
+        api::payments::disputes::open_dispute(w, &charge, &reason)
     }) {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => e.into_response(),
@@ -380,7 +380,9 @@ async fn resolve_dispute(
     Query(q): Query<DisputeParams>,
 ) -> Response {
     let status = q.status.unwrap_or_else(|| "won".into());
-    match with_world(&shared, |w| api::payments::close_dispute(w, &id, &status)) {
+    match with_world(&shared, |w| {
+        api::payments::disputes::close_dispute(w, &id, &status)
+    }) {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => e.into_response(),
     }

@@ -76,6 +76,10 @@ pub struct Config {
     /// Stripe's take seconds; zero runs the work right after the answer, which keeps tests
     /// fast while still making clients wait for `ready`.
     pub test_clock_advance_delay: Duration,
+    /// How long after it is created the refund of a 4000 0000 0000 5126 payment fails
+    /// (Stripe: "the refund will appear to be successful at first and will only have the
+    /// failed status on subsequent fetches"). Zero fails it right after the answer.
+    pub refund_failure_delay: Duration,
 }
 
 /// The `Stripe-Version` that async-stripe 1.0.0-rc.10, the client this workspace pins,
@@ -99,6 +103,7 @@ impl Default for Config {
             portal_default_configuration: false,
             extra_api_versions: vec![ASYNC_STRIPE_API_VERSION.to_owned()],
             test_clock_advance_delay: Duration::ZERO,
+            refund_failure_delay: Duration::ZERO,
         }
     }
 }
@@ -148,7 +153,7 @@ impl Shared {
     pub fn settle(self: &Arc<Self>, mut world: MutexGuard<'_, world::World>) {
         let events = std::mem::take(&mut world.outbox);
         self.webhooks.enqueue(&mut world, &events);
-        let advances = std::mem::take(&mut world.pending_advances);
+        let pending = std::mem::take(&mut world.pending);
         let snapshot = self
             .persister
             .as_ref()
@@ -159,27 +164,38 @@ impl Shared {
         {
             tracing::error!(error = %e, "could not write the sandbox's state file");
         }
-        for clock in advances {
+        for job in pending {
             let shared = self.clone();
-            let delay = self.config.test_clock_advance_delay;
+            let delay = match job {
+                world::Pending::AdvanceClock(_) => self.config.test_clock_advance_delay,
+                world::Pending::FailRefund(_) => self.config.refund_failure_delay,
+            };
             tokio::spawn(async move {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                shared.finish_advance(&clock);
+                shared.run_pending(&job);
             });
         }
     }
 
-    /// Runs an accepted test clock advance to its end (`ready`).
-    fn finish_advance(self: &Arc<Self>, clock: &str) {
+    /// Runs work accepted earlier: a test clock advance to its end, a refund's failure.
+    fn run_pending(self: &Arc<Self>, job: &world::Pending) {
         let mut world = self.world();
         let ctx = api::Ctx {
             base_url: &self.base_url,
             config: &self.config,
         };
-        if let Err(e) = api::test_clocks::finish_advance(&mut world, &ctx, clock) {
-            tracing::error!(clock, error = %e.message, "test clock advance failed");
+        let result = match job {
+            world::Pending::AdvanceClock(clock) => {
+                api::test_clocks::finish_advance(&mut world, &ctx, clock)
+            }
+            world::Pending::FailRefund(refund) => {
+                api::payments::refunds::fail_refund(&mut world, refund)
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(?job, error = %e.message, "background work failed");
         }
         self.settle(world);
     }
@@ -203,11 +219,19 @@ impl Sandbox {
         if config.portal_default_configuration {
             api::billing::portal::save_default_configuration(&mut world, &serde_json::json!({}));
         }
-        // Advances cut short by a stop finish now, as Stripe's would have.
-        world.pending_advances = world
+        // Work a stop cut short finishes now, as Stripe's would have.
+        world.pending = world
             .all("test_helpers.test_clock")
             .filter(|c| c["status"] == "advancing")
-            .filter_map(|c| c["id"].as_str().map(str::to_owned))
+            .filter_map(|c| c["id"].as_str())
+            .map(|id| world::Pending::AdvanceClock(id.to_owned()))
+            .chain(
+                world
+                    .hidden
+                    .iter()
+                    .filter(|(_, h)| h["will_fail"] == true)
+                    .map(|(id, _)| world::Pending::FailRefund(id.clone())),
+            )
             .collect();
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;

@@ -119,6 +119,15 @@ impl Decline {
     ];
 }
 
+/// Work that happens after the answer, as on Stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// A test clock advance to run to `ready`.
+    AdvanceClock(String),
+    /// A refund (of a 4000 0000 0000 5126 payment) to fail.
+    FailRefund(String),
+}
+
 /// A response kept for an `Idempotency-Key`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredResponse {
@@ -157,9 +166,9 @@ pub struct World {
     /// Meter event identifiers already accepted, with when (Stripe deduplicates on them
     /// over a rolling 24 hours).
     pub meter_identifiers: HashMap<String, i64>,
-    /// Test clocks whose advance was accepted and whose work is still to run (in the
-    /// background, after the request that asked for it has been answered).
-    pub pending_advances: Vec<String>,
+    /// Work Stripe does after it has answered, run in the background once the request that
+    /// caused it is settled.
+    pub pending: Vec<Pending>,
     /// Bumped by every change, so that a snapshot can tell whether it is newer than the one
     /// already written.
     version: u64,

@@ -80,12 +80,12 @@ pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) ->
         ("GET", ["payment_methods", id]) => {
             w.fetch("payment_method", id, "PaymentMethod", "payment_method")
         }
-        ("POST", ["refunds"]) => pay::create_refund(w, &p),
-        ("GET", ["refunds"]) => pay::list_refunds(w, &p),
+        ("POST", ["refunds"]) => pay::refunds::create_refund(w, &p),
+        ("GET", ["refunds"]) => pay::refunds::list_refunds(w, &p),
         ("GET", ["refunds", id]) => w.fetch("refund", id, "refund", "refund"),
-        ("GET", ["disputes"]) => pay::list_disputes(w, &p),
+        ("GET", ["disputes"]) => pay::disputes::list_disputes(w, &p),
         ("GET", ["disputes", id]) => w.fetch("dispute", id, "dispute", "dispute"),
-        ("POST", ["disputes", id, "close"]) => pay::close_dispute(w, id, "lost"),
+        ("POST", ["disputes", id, "close"]) => pay::disputes::close_dispute(w, id, "lost"),
 
         ("GET", ["subscriptions"]) => subs::list_subscriptions(w, &p),
         ("GET", ["subscriptions", id]) => w.fetch(

@@ -8,7 +8,7 @@ use super::billing::engine::run_until;
 use super::billing::periods::{DAY, add_intervals, interval_of};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
-use crate::world::{World, wall_clock};
+use crate::world::{Pending, World, wall_clock};
 
 pub fn create_test_clock(w: &mut World, p: &Value) -> ApiResult {
     let frozen = p["frozen_time"]
@@ -93,7 +93,7 @@ pub fn advance_test_clock(w: &mut World, id: &str, p: &Value) -> ApiResult {
     });
     w.emit("test_helpers.test_clock.advancing", &c, Some(prev), current);
     w.hidden.entry(id.to_owned()).or_insert_with(|| json!({}))["advance_to"] = json!(target);
-    w.pending_advances.push(id.to_owned());
+    w.pending.push(Pending::AdvanceClock(id.to_owned()));
     Ok(c)
 }
 

@@ -10,6 +10,7 @@ mod browser;
 mod checkout;
 mod journey;
 mod lifecycle;
+mod money;
 mod promotions;
 mod resources;
 mod restart;

@@ -1,9 +1,12 @@
-//! Money movement: payment methods from Stripe's test cards, payment intents and charges,
-//! refunds, and disputes.
+//! Money movement: payment methods from Stripe's test cards, payment intents and charges
+//! (here), refunds (`refunds`) and disputes (`disputes`).
+
+pub mod disputes;
+pub mod refunds;
 
 use serde_json::{Value, json};
 
-use super::{display_amount, list};
+use super::list;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, random_chars};
 use crate::world::{CardBehaviour, Decline, World};
@@ -41,6 +44,14 @@ pub fn test_card(number: &str) -> Result<(&'static str, &'static str, CardBehavi
             "visa",
             "credit",
             CardBehaviour::Declines(Decline::INCORRECT_CVC),
+        ),
+        // Stripe's testing docs, Refunds and Disputes.
+        "4000000000005126" => ("visa", "credit", CardBehaviour::RefundFails),
+        "4000000000000259" => ("visa", "credit", CardBehaviour::Disputed("fraudulent")),
+        "4000000000002685" => (
+            "visa",
+            "credit",
+            CardBehaviour::Disputed("product_not_received"),
         ),
         "4000002500003155" => ("visa", "credit", CardBehaviour::Requires3ds),
         "4000000000000341" => ("visa", "credit", CardBehaviour::AttachThenFail),
@@ -306,6 +317,11 @@ pub fn charge(w: &mut World, pay: Payment) -> ApiResult<Outcome> {
                 pi["last_payment_error"] = Value::Null;
             });
             w.emit("payment_intent.succeeded", &pi, Some(prev), pay.now);
+            // Stripe's dispute test cards (docs.stripe.com/testing, Disputes): the charge
+            // succeeds, then the cardholder disputes it.
+            if let CardBehaviour::Disputed(reason) = behaviour {
+                disputes::open_dispute(w, &charge_id, reason)?;
+            }
             Ok(Outcome::Succeeded(pi))
         }
         Some(d) => {
@@ -380,170 +396,6 @@ pub fn fail_authentication(w: &mut World, pi_id: &str, now: i64) -> ApiError {
     ApiError::invalid(message).with_code("payment_intent_authentication_failure")
 }
 
-pub fn create_refund(w: &mut World, p: &Value) -> ApiResult {
-    let charge_id = match (p["charge"].as_str(), p["payment_intent"].as_str()) {
-        (Some(ch), _) => w.fetch("charge", ch, "charge", "charge")?["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        (None, Some(pi)) => {
-            let intent = w.fetch("payment_intent", pi, "payment_intent", "payment_intent")?;
-            if intent["status"] != "succeeded" {
-                return Err(ApiError::param(
-                    "payment_intent",
-                    format!(
-                        "This PaymentIntent ({pi}) does not have a successful charge to refund."
-                    ),
-                ));
-            }
-            intent["latest_charge"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        }
-        (None, None) => {
-            return Err(ApiError::invalid(
-                "One of the following params should be provided for this request: payment_intent or charge.",
-            ));
-        }
-    };
-    let charge = w.fetch("charge", &charge_id, "charge", "charge")?;
-    if charge["status"] != "succeeded" {
-        return Err(ApiError::param(
-            "charge",
-            format!("Charge {charge_id} has not succeeded; it cannot be refunded."),
-        ));
-    }
-    if charge["disputed"] == true {
-        return Err(ApiError::invalid(format!(
-            "Charge {charge_id} has been charged back; cannot issue a refund."
-        ))
-        .with_code("charge_disputed"));
-    }
-    let amount = charge["amount"].as_i64().unwrap_or(0);
-    let refunded = charge["amount_refunded"].as_i64().unwrap_or(0);
-    let remaining = amount - refunded;
-    let currency = charge["currency"].as_str().unwrap_or("usd").to_owned();
-    if remaining <= 0 {
-        return Err(
-            ApiError::invalid(format!("Charge {charge_id} has already been refunded."))
-                .with_code("charge_already_refunded"),
-        );
-    }
-    let refund_amount = p["amount"].as_i64().unwrap_or(remaining);
-    if refund_amount <= 0 {
-        return Err(ApiError::param("amount", "Invalid positive integer"));
-    }
-    if refund_amount > remaining {
-        return Err(ApiError::param(
-            "amount",
-            format!(
-                "Refund amount ({}) is greater than unrefunded amount on charge ({})",
-                display_amount(refund_amount, &currency),
-                display_amount(remaining, &currency)
-            ),
-        ));
-    }
-    let customer = charge["customer"].as_str().map(str::to_owned);
-    let now = w.now_for_customer(customer.as_deref());
-    let refund = json!({
-        "id": new_id("re"),
-        "object": "refund",
-        "amount": refund_amount,
-        "balance_transaction": new_id("txn"),
-        "charge": charge_id,
-        "created": now,
-        "currency": currency,
-        "destination_details": { "card": { "reference_status": "pending", "reference_type": "acquirer_reference_number", "type": "refund" }, "type": "card" },
-        "metadata": p.get("metadata").cloned().unwrap_or(json!({})),
-        "payment_intent": charge["payment_intent"],
-        "reason": p.get("reason").cloned().unwrap_or(Value::Null),
-        "receipt_number": null,
-        "source_transfer_reversal": null,
-        "status": "succeeded",
-        "transfer_reversal": null,
-    });
-    let refund = w.insert(refund);
-    w.emit("refund.created", &refund, None, now);
-    let total = refunded + refund_amount;
-    let (charge, prev) = w.update(&charge_id, |c| {
-        c["amount_refunded"] = json!(total);
-        c["refunded"] = json!(total == amount);
-    });
-    w.emit("charge.refunded", &charge, Some(prev), now);
-    Ok(refund)
-}
-
-/// Raises a dispute on a charge (Stripe's test cards do this; here it is an admin route).
-pub fn open_dispute(w: &mut World, charge_id: &str, reason: &str) -> ApiResult {
-    let charge = w.fetch("charge", charge_id, "charge", "charge")?;
-    if charge["status"] != "succeeded" {
-        return Err(ApiError::invalid(format!(
-            "Charge {charge_id} did not succeed and cannot be disputed."
-        )));
-    }
-    if charge["disputed"] == true {
-        return Err(ApiError::invalid(format!(
-            "Charge {charge_id} is already disputed."
-        )));
-    }
-    let customer = charge["customer"].as_str().map(str::to_owned);
-    let now = w.now_for_customer(customer.as_deref());
-    let amount =
-        charge["amount"].as_i64().unwrap_or(0) - charge["amount_refunded"].as_i64().unwrap_or(0);
-    let dispute = json!({
-        "id": new_id("dp"),
-        "object": "dispute",
-        "amount": amount,
-        "balance_transactions": [],
-        "charge": charge_id,
-        "created": now,
-        "currency": charge["currency"],
-        "enhanced_eligibility_types": [],
-        "evidence": { "enhanced_evidence": {} },
-        "evidence_details": {
-            "due_by": now + 21 * 86_400,
-            "enhanced_eligibility": {},
-            "has_evidence": false,
-            "past_due": false,
-            "submission_count": 0,
-        },
-        "is_charge_refundable": false,
-        "livemode": false,
-        "metadata": {},
-        "payment_intent": charge["payment_intent"],
-        "reason": reason,
-        "status": "needs_response",
-    });
-    let dispute = w.insert(dispute);
-    w.update(charge_id, |c| c["disputed"] = json!(true));
-    w.emit("charge.dispute.created", &dispute, None, now);
-    Ok(dispute)
-}
-
-/// Closes a dispute as `lost` (what closing through the API means) or `won`.
-pub fn close_dispute(w: &mut World, id: &str, status: &str) -> ApiResult {
-    let dispute = w.fetch("dispute", id, "dispute", "dispute")?;
-    if matches!(dispute["status"].as_str(), Some("won" | "lost")) {
-        return Err(ApiError::invalid(format!(
-            "This dispute is already closed ({}).",
-            dispute["status"].as_str().unwrap_or_default()
-        )));
-    }
-    if !matches!(status, "won" | "lost") {
-        return Err(ApiError::param("status", "status must be won or lost"));
-    }
-    let charge = dispute["charge"].as_str().unwrap_or_default().to_owned();
-    let customer = w
-        .get(&charge)
-        .and_then(|c| c["customer"].as_str())
-        .map(str::to_owned);
-    let now = w.now_for_customer(customer.as_deref());
-    let (dispute, prev) = w.update(id, |d| d["status"] = json!(status));
-    w.emit("charge.dispute.closed", &dispute, Some(prev), now);
-    Ok(dispute)
-}
-
 pub fn list_customer_payment_methods(w: &World, customer: &str, p: &Value) -> ApiResult {
     w.fetch("customer", customer, "customer", "customer")?;
     list(
@@ -574,34 +426,6 @@ pub fn list_charges(w: &World, p: &Value) -> ApiResult {
                     .is_none_or(|c| x["payment_intent"] == c)
             }),
         "/v1/charges",
-        p,
-    )
-}
-
-pub fn list_refunds(w: &World, p: &Value) -> ApiResult {
-    list(
-        w.all("refund")
-            .filter(|x| p["charge"].as_str().is_none_or(|c| x["charge"] == c))
-            .filter(|x| {
-                p["payment_intent"]
-                    .as_str()
-                    .is_none_or(|c| x["payment_intent"] == c)
-            }),
-        "/v1/refunds",
-        p,
-    )
-}
-
-pub fn list_disputes(w: &World, p: &Value) -> ApiResult {
-    list(
-        w.all("dispute")
-            .filter(|x| p["charge"].as_str().is_none_or(|c| x["charge"] == c))
-            .filter(|x| {
-                p["payment_intent"]
-                    .as_str()
-                    .is_none_or(|c| x["payment_intent"] == c)
-            }),
-        "/v1/disputes",
         p,
     )
 }
