@@ -239,7 +239,19 @@ impl Sandbox {
             .public_url
             .clone()
             .map(|u| u.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .unwrap_or_else(|| {
+                // Bound to every interface (0.0.0.0, ::): link the pages on loopback, the
+                // one address of the machine that certainly reaches them.
+                let mut reachable = addr;
+                if addr.ip().is_unspecified() {
+                    reachable.set_ip(if addr.is_ipv4() {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    });
+                }
+                format!("http://{reachable}")
+            });
         let shared = Arc::new(Shared {
             world: Mutex::new(world),
             faults: Mutex::new(config.faults.clone()),

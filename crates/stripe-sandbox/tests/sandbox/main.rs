@@ -8,6 +8,7 @@
 mod billing;
 mod browser;
 mod checkout;
+mod hosting;
 mod journey;
 mod lifecycle;
 mod money;
