@@ -2,6 +2,50 @@
 //! loopback in Stripe's wire format, with hosted Checkout and portal pages, signed webhooks
 //! and test clocks.
 //!
+//! It is a model of Stripe, not of our wishes: whatever Stripe refuses (cross-field rules
+//! included), it refuses with Stripe's error, so that a request that passes here would pass
+//! on Stripe. Each rule sits beside the Stripe documentation it comes from.
+//!
+//! # Behaving like Stripe, where clients must adapt
+//!
+//! - A test clock advance answers `status: "advancing"` and finishes in the background: poll
+//!   `GET /v1/test_helpers/test_clocks/{id}` until it is `ready`. A second advance while one
+//!   runs, and an advance beyond two intervals of the clock's shortest subscription (two
+//!   years without one), are refused.
+//! - A portal session without `configuration` needs the account's default configuration,
+//!   which only the Dashboard makes on Stripe: here `Config::portal_default_configuration` or
+//!   `POST /_sandbox/billing_portal/default_configuration`.
+//! - Checkout for an existing `customer` with `automatic_tax[enabled]` needs a customer
+//!   address Stripe Tax can use or `customer_update[address]=auto`; `tax_id_collection`
+//!   needs `customer_update[name]=auto` too.
+//! - `Stripe-Version` must be [`API_VERSION`] (or one of `Config::extra_api_versions`).
+//!
+//! # Configuration ([`Config`])
+//!
+//! | field | what it does |
+//! |---|---|
+//! | `api_key` | the only secret key accepted (else any `sk_test_...`) |
+//! | `public_url` | where hosted pages are linked from, when not the bound address |
+//! | `webhook_retry_base`, `webhook_max_attempts`, `webhook_timeout` | webhook retries |
+//! | `dunning_retry_days`, `dunning_mark_unpaid` | renewal retries and their end |
+//! | `faults` | injected faults, latency with jitter included ([`Faults`]) |
+//! | `state_path` | a file the world is loaded from on start and written to after each change |
+//! | `portal_default_configuration` | start with the default portal configuration saved |
+//! | `extra_api_versions` | `Stripe-Version` values served besides [`API_VERSION`] |
+//! | `test_clock_advance_delay` | how long an advance stays `advancing` |
+//! | `refund_failure_delay` | how long before a 4000 0000 0000 5126 refund fails |
+//!
+//! # Admin routes (not Stripe's; no API key)
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `GET`/`POST /_sandbox/faults` | read or set [`Faults`] (JSON) |
+//! | `GET /_sandbox/deliveries?event=&endpoint=` | every webhook delivery and its attempts |
+//! | `POST /_sandbox/events/{id}/resend` | send an event again |
+//! | `POST /_sandbox/charges/{id}/dispute?reason=` | dispute a charge |
+//! | `POST /_sandbox/disputes/{id}/resolve?status=won\|lost` | close a dispute |
+//! | `POST /_sandbox/billing_portal/default_configuration` | save the default portal configuration (form body: the configuration's parameters) |
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! let sandbox = stripe_sandbox::Sandbox::start(
