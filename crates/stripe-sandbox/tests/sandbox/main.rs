@@ -16,6 +16,7 @@ mod promotions;
 mod resources;
 mod restart;
 mod rules;
+mod shapes;
 mod subscriptions;
 mod support;
 mod webhooks;

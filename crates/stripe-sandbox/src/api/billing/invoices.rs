@@ -161,6 +161,7 @@ pub(crate) fn create_invoice(w: &mut World, sub: &Value, spec: InvoiceSpec) -> A
         "amount_due": amount_due,
         "amount_overpaid": 0,
         "amount_paid": 0,
+        "amount_paid_off_stripe": 0,
         "amount_remaining": amount_due,
         "amount_shipping": 0,
         "application": null,

@@ -296,7 +296,7 @@ pub fn charge(w: &mut World, pay: Payment) -> ApiResult<Outcome> {
         "paid": decline.is_none(),
         "payment_intent": pi_id,
         "payment_method": pay.payment_method,
-        "payment_method_details": { "card": pm["card"], "type": "card" },
+        "payment_method_details": { "card": card_details(&pm["card"], decline.is_none().then_some(pay.amount), behaviour, pay.authenticated), "type": "card" },
         "receipt_email": null,
         "receipt_url": null,
         "refunded": false,
@@ -347,6 +347,54 @@ pub fn charge(w: &mut World, pay: Payment) -> ApiResult<Outcome> {
             Ok(Outcome::Failed(pi, error))
         }
     }
+}
+
+/// A charge's `payment_method_details.card`: what happened to this payment on the card (the
+/// schema `payment_method_details_card`), not the card's own fields as the payment method
+/// shows them.
+fn card_details(
+    card: &Value,
+    authorized: Option<i64>,
+    behaviour: CardBehaviour,
+    authenticated: bool,
+) -> Value {
+    let three_d_secure = if behaviour == CardBehaviour::Requires3ds && authenticated {
+        json!({
+            "authentication_flow": "challenge",
+            "electronic_commerce_indicator": "05",
+            "exemption_indicator": null,
+            "result": "authenticated",
+            "result_reason": null,
+            "transaction_id": random_chars(36),
+            "version": "2.2.0",
+        })
+    } else {
+        Value::Null
+    };
+    json!({
+        "amount_authorized": authorized,
+        "authorization_code": authorized.map(|_| random_chars(6).to_uppercase()),
+        "brand": card["brand"],
+        "checks": card["checks"],
+        "country": card["country"],
+        "exp_month": card["exp_month"],
+        "exp_year": card["exp_year"],
+        "extended_authorization": { "status": "disabled" },
+        "fingerprint": card["fingerprint"],
+        "funding": card["funding"],
+        "incremental_authorization": { "status": "unavailable" },
+        "installments": null,
+        "last4": card["last4"],
+        "mandate": null,
+        "multicapture": { "status": "unavailable" },
+        "network": card["brand"],
+        "network_token": { "used": false },
+        "network_transaction_id": authorized.map(|_| random_chars(15)),
+        "overcapture": { "maximum_amount_capturable": authorized.unwrap_or(0), "status": "unavailable" },
+        "regulated_status": card["regulated_status"],
+        "three_d_secure": three_d_secure,
+        "wallet": null,
+    })
 }
 
 /// Records a payment intent on an invoice as Stripe's Invoice Payments do: an
