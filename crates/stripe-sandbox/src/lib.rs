@@ -260,7 +260,11 @@ impl Sandbox {
             Some(p) => p.load()?.unwrap_or_default(),
             None => world::World::default(),
         };
-        if config.portal_default_configuration {
+        if config.portal_default_configuration
+            && !world
+                .all("billing_portal.configuration")
+                .any(|c| c["is_default"] == true)
+        {
             api::billing::portal::save_default_configuration(&mut world, &serde_json::json!({}));
         }
         // Work a stop cut short finishes now, as Stripe's would have.

@@ -104,11 +104,7 @@ pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) ->
         ("POST", ["billing_portal", "configurations"]) => {
             portal::create_portal_configuration(w, &p)
         }
-        ("GET", ["billing_portal", "configurations"]) => list(
-            w.all("billing_portal.configuration"),
-            "/v1/billing_portal/configurations",
-            &p,
-        ),
+        ("GET", ["billing_portal", "configurations"]) => portal::list_portal_configurations(w, &p),
         ("GET", ["billing_portal", "configurations", id]) => w.fetch(
             "billing_portal.configuration",
             id,

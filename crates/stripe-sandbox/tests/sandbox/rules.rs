@@ -48,6 +48,20 @@ async fn a_portal_session_without_configuration_is_refused_until_a_default_is_sa
 
     let default = save_default_portal(&sb).await;
     assert_eq!(default["is_default"], true);
+    let (_, defaults) = sb
+        .get("/v1/billing_portal/configurations?is_default=true")
+        .await;
+    let ids: Vec<&serde_json::Value> = defaults["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["id"])
+        .collect();
+    assert_eq!(
+        ids,
+        [&default["id"]],
+        "the one default, found by the filter"
+    );
     let (status, session) = sb.post("/v1/billing_portal/sessions", &form).await;
     assert_eq!(status, 200, "{session}");
     assert_eq!(session["configuration"], default["id"]);

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::{Ctx, required_str};
+use crate::api::{Ctx, list, required_str};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::world::{World, merge_metadata, metadata_of, wall_clock};
@@ -197,4 +197,19 @@ pub fn create_portal_session(w: &mut World, ctx: &Ctx, p: &Value) -> ApiResult {
         "url": format!("{}/p/session/{id}", ctx.base_url),
     });
     Ok(w.insert(session))
+}
+
+/// `GET /v1/billing_portal/configurations`, filtered by `active` and `is_default`.
+pub fn list_portal_configurations(w: &World, p: &Value) -> ApiResult {
+    list(
+        w.all("billing_portal.configuration")
+            .filter(|c| p["active"].as_bool().is_none_or(|a| c["active"] == a))
+            .filter(|c| {
+                p["is_default"]
+                    .as_bool()
+                    .is_none_or(|d| c["is_default"] == d)
+            }),
+        "/v1/billing_portal/configurations",
+        p,
+    )
 }
