@@ -10,6 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::world::{Pending, World, wall_clock};
 
+/// `POST /v1/test_helpers/test_clocks`.
 pub fn create_test_clock(w: &mut World, p: &Value) -> ApiResult {
     let frozen = p["frozen_time"]
         .as_i64()
@@ -31,6 +32,8 @@ pub fn create_test_clock(w: &mut World, p: &Value) -> ApiResult {
     Ok(clock)
 }
 
+/// `DELETE /v1/test_helpers/test_clocks/{id}`: its customers (and their subscriptions) go
+/// with it.
 pub fn delete_test_clock(w: &mut World, id: &str) -> ApiResult {
     let clock = w.fetch("test_helpers.test_clock", id, "test_clock", "test_clock")?;
     let customers: Vec<String> = w

@@ -15,6 +15,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::world::{World, merge_metadata};
 
+/// `POST /v1/subscriptions/{id}`: price changes (with prorations), cancellation at period
+/// end, `cancel_at`, pausing collection, the default payment method, metadata.
 pub fn update_subscription(w: &mut World, ctx: &Ctx, id: &str, p: &Value) -> ApiResult {
     let sub = w.fetch(
         "subscription",

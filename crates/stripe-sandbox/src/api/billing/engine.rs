@@ -214,6 +214,7 @@ pub(crate) enum Due {
     Unpause,
 }
 
+/// The earliest thing due on a subscription, with when.
 pub(crate) fn next_due(w: &World, sub: &Value) -> Option<(i64, Due)> {
     let status = sub["status"].as_str()?;
     if matches!(status, "canceled" | "incomplete_expired" | "paused") {
@@ -258,6 +259,7 @@ pub(crate) fn next_due(w: &World, sub: &Value) -> Option<(i64, Due)> {
     candidates.into_iter().min_by_key(|(t, _)| *t)
 }
 
+/// Does what fell due on a subscription at `now`.
 pub(crate) fn run_due(w: &mut World, ctx: &Ctx, sub_id: &str, due: Due, now: i64) -> ApiResult<()> {
     match due {
         Due::TrialWillEnd => {

@@ -376,6 +376,7 @@ pub(crate) fn collect_invoice(
     Ok(false)
 }
 
+/// `GET /v1/invoices`, filtered by customer, subscription, status and created.
 pub fn list_invoices(w: &World, p: &Value) -> ApiResult {
     list(
         w.all("invoice")

@@ -8,6 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, random_chars};
 use crate::world::{World, wall_clock};
 
+/// `POST /v1/billing/meters`: one active meter per event name.
 pub fn create_meter(w: &mut World, p: &Value) -> ApiResult {
     let display_name = required_str(p, "display_name")?.to_owned();
     let event_name = required_str(p, "event_name")?.to_owned();

@@ -26,6 +26,7 @@ pub fn add_intervals(start: i64, interval: &str, count: i64, n: i64) -> i64 {
     moved.map_or(start, |m| m.timestamp())
 }
 
+/// The legacy `plan` a subscription item still carries for its price.
 pub(crate) fn plan_of(price: &Value) -> Value {
     let r = &price["recurring"];
     json!({
@@ -70,6 +71,7 @@ pub(crate) fn interval_of(sub: &Value) -> (String, i64) {
         .unwrap_or(("month".into(), 1))
 }
 
+/// Sets the current period on every item of a subscription.
 pub(crate) fn set_periods(sub: &mut Value, start: i64, end: i64) {
     if let Some(items) = sub["items"]["data"].as_array_mut() {
         for item in items {
@@ -79,6 +81,7 @@ pub(crate) fn set_periods(sub: &mut Value, start: i64, end: i64) {
     }
 }
 
+/// The current period of a subscription (its first item's).
 pub(crate) fn period_of(sub: &Value) -> (i64, i64) {
     let item = &sub["items"]["data"][0];
     (
@@ -87,10 +90,12 @@ pub(crate) fn period_of(sub: &Value) -> (i64, i64) {
     )
 }
 
+/// Whether a price bills metered usage.
 pub(crate) fn is_metered(price: &Value) -> bool {
     price["recurring"]["usage_type"] == "metered"
 }
 
+/// What the sandbox keeps out of sight about an object, created empty on first use.
 pub(crate) fn hidden_of<'w>(w: &'w mut World, id: &str) -> &'w mut Value {
     w.hidden.entry(id.to_owned()).or_insert_with(|| json!({}))
 }

@@ -37,6 +37,7 @@ pub fn save_default_configuration(w: &mut World, p: &Value) -> Value {
     }
 }
 
+/// A configuration object from `billing_portal/configurations` parameters.
 pub(crate) fn portal_configuration(p: &Value, is_default: bool) -> Value {
     let now = wall_clock();
     let f = &p["features"];
@@ -107,6 +108,7 @@ pub fn create_portal_configuration(w: &mut World, p: &Value) -> ApiResult {
     Ok(config)
 }
 
+/// `POST /v1/billing_portal/configurations/{id}`.
 pub fn update_portal_configuration(w: &mut World, id: &str, p: &Value) -> ApiResult {
     let current = w.fetch(
         "billing_portal.configuration",
@@ -148,6 +150,7 @@ pub fn update_portal_configuration(w: &mut World, id: &str, p: &Value) -> ApiRes
     Ok(config)
 }
 
+/// `POST /v1/billing_portal/sessions`: the named configuration, else the account's default.
 pub fn create_portal_session(w: &mut World, ctx: &Ctx, p: &Value) -> ApiResult {
     let customer = required_str(p, "customer")?.to_owned();
     w.fetch("customer", &customer, "customer", "customer")?;

@@ -253,6 +253,7 @@ pub fn cancel_customer_subscriptions(w: &mut World, customer: &str, now: i64) {
     }
 }
 
+/// `GET /v1/subscriptions`: live ones by default, `status=all` or `ended` for the others.
 pub fn list_subscriptions(w: &World, p: &Value) -> ApiResult {
     let status = p["status"].as_str();
     list(
@@ -285,6 +286,8 @@ pub fn list_subscriptions(w: &World, p: &Value) -> ApiResult {
     )
 }
 
+/// `POST /v1/invoices/{id}/pay`: a draft is finalized first; paid, a `past_due`, `unpaid`
+/// or `paused` subscription it belongs to comes back.
 pub fn pay_invoice(w: &mut World, ctx: &Ctx, id: &str) -> ApiResult {
     let invoice = w.fetch("invoice", id, "invoice", "invoice")?;
     if invoice["status"] == "paid" {
@@ -347,6 +350,7 @@ pub fn pay_invoice(w: &mut World, ctx: &Ctx, id: &str) -> ApiResult {
     ))
 }
 
+/// `DELETE /v1/subscriptions/{id}`: the subscription ends now.
 pub fn cancel_subscription_now(w: &mut World, _ctx: &Ctx, id: &str, p: &Value) -> ApiResult {
     let sub = w.fetch(
         "subscription",

@@ -20,12 +20,14 @@ use crate::world::{World, merge_metadata, metadata_of};
 pub(crate) const MIN_EXPIRY: i64 = 30 * 60;
 pub(crate) const MAX_EXPIRY: i64 = 24 * 60 * 60;
 
+/// Stripe's error for parameters that exclude each other.
 pub(crate) fn only_one(names: &str) -> ApiError {
     ApiError::invalid(format!(
         "You may only specify one of these parameters: {names}."
     ))
 }
 
+/// Refuses a URL parameter that is not an absolute http(s) URL.
 pub(crate) fn check_url(p: &Value, field: &str) -> ApiResult<()> {
     if let Some(u) = p[field].as_str() {
         let parsed = url::Url::parse(u).map_err(|_| ApiError::param(field, "Not a valid URL"))?;
@@ -241,12 +243,14 @@ pub fn create(w: &mut World, ctx: &Ctx, p: &Value) -> ApiResult {
     w.fetch("checkout.session", &id, "checkout.session", "session")
 }
 
+/// `POST /v1/checkout/sessions/{id}`: metadata only.
 pub fn update(w: &mut World, id: &str, p: &Value) -> ApiResult {
     w.fetch("checkout.session", id, "checkout.session", "session")?;
     let (s, _) = w.update(id, |s| merge_metadata(s, p.get("metadata")));
     Ok(s)
 }
 
+/// `GET /v1/checkout/sessions`.
 pub fn list(w: &World, p: &Value) -> ApiResult {
     super::list(
         w.all("checkout.session")
@@ -283,6 +287,7 @@ pub fn line_items_list(w: &World, id: &str, limit: usize) -> Value {
     })
 }
 
+/// `GET /v1/checkout/sessions/{id}/line_items`.
 pub fn list_line_items(w: &World, id: &str, p: &Value) -> ApiResult {
     w.fetch("checkout.session", id, "checkout.session", "session")?;
     let items: Vec<Value> = w
@@ -297,6 +302,7 @@ pub fn list_line_items(w: &World, id: &str, p: &Value) -> ApiResult {
     )
 }
 
+/// `POST /v1/checkout/sessions/{id}/expire`: open sessions only.
 pub fn expire(w: &mut World, id: &str) -> ApiResult {
     let session = w.fetch("checkout.session", id, "checkout.session", "session")?;
     if session["status"] != "open" {
@@ -309,6 +315,7 @@ pub fn expire(w: &mut World, id: &str) -> ApiResult {
     Ok(mark_expired(w, id, now))
 }
 
+/// Expires a session (`checkout.session.expired`).
 pub(crate) fn mark_expired(w: &mut World, id: &str, now: i64) -> Value {
     let (s, prev) = w.update(id, |s| {
         s["status"] = json!("expired");

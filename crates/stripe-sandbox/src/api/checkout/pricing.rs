@@ -104,6 +104,7 @@ pub(crate) fn resolve_line_items(
     Ok(out)
 }
 
+/// Whether a price bills metered usage (nothing at Checkout).
 pub(crate) fn is_metered(price: &Value) -> bool {
     price["recurring"]["usage_type"] == "metered"
 }

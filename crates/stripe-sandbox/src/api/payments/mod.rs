@@ -444,6 +444,7 @@ pub fn fail_authentication(w: &mut World, pi_id: &str, now: i64) -> ApiError {
     ApiError::invalid(message).with_code("payment_intent_authentication_failure")
 }
 
+/// `GET /v1/customers/{id}/payment_methods`.
 pub fn list_customer_payment_methods(w: &World, customer: &str, p: &Value) -> ApiResult {
     w.fetch("customer", customer, "customer", "customer")?;
     list(
@@ -454,6 +455,7 @@ pub fn list_customer_payment_methods(w: &World, customer: &str, p: &Value) -> Ap
     )
 }
 
+/// `GET /v1/payment_intents`.
 pub fn list_payment_intents(w: &World, p: &Value) -> ApiResult {
     list(
         w.all("payment_intent")
@@ -464,6 +466,7 @@ pub fn list_payment_intents(w: &World, p: &Value) -> ApiResult {
     )
 }
 
+/// `GET /v1/charges`.
 pub fn list_charges(w: &World, p: &Value) -> ApiResult {
     list(
         w.all("charge")
