@@ -25,6 +25,13 @@ operation per line:
 
 Operations missing from the spec are reported on stderr and skipped.
 
+Besides the operations, `unserved` lists every other `METHOD /path` template of the spec, so
+that the sandbox can tell a Stripe route it does not serve (`GET /v1/customers/search`) from
+an id in a route it does (`GET /v1/customers/{customer}`) and answer the former as Stripe
+answers an unknown URL. And `objects` gives, for each object the sandbox renders, its
+required properties with the JSON kinds each may take and whether it may be null, plus the
+names of all its properties, so a test can hold the sandbox's objects to Stripe's schema.
+
 Usage (Python 3.11, standard library only), from anywhere:
 
     python3 scripts/derive_openapi_subset.py [SPEC3_JSON [OUTPUT_JSON]]
@@ -135,6 +142,34 @@ OPERATIONS: list[tuple[str, str]] = [
 ]
 
 
+# The objects the sandbox renders, by their schema name in the spec's components.
+OBJECTS: list[str] = [
+    "customer",
+    "product",
+    "price",
+    "checkout.session",
+    "payment_intent",
+    "charge",
+    "refund",
+    "dispute",
+    "invoice",
+    "subscription",
+    "subscription_item",
+    "coupon",
+    "promotion_code",
+    "event",
+    "test_helpers.test_clock",
+    "billing_portal.session",
+    "billing_portal.configuration",
+    "billing.meter",
+    "webhook_endpoint",
+    "payment_method",
+    # Nested shapes worth holding to the spec: a charge's card details are not the card of
+    # its payment method.
+    "payment_method_details_card",
+]
+
+
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -237,6 +272,45 @@ def params_for(resolver: Resolver, method: str, operation: dict[str, Any]) -> di
     return query
 
 
+def value_kinds(spec: dict[str, Any], schema: dict[str, Any]) -> tuple[list[str], bool]:
+    """The JSON kinds a property may take (string, integer, number, boolean, object, array)
+    and whether it may be null, looking through `$ref` and `anyOf`/`oneOf` (an expandable
+    field is a string id or an object)."""
+    if "$ref" in schema:
+        target = Resolver(spec).lookup(schema["$ref"])
+        kinds, _ = value_kinds(spec, target)
+        return kinds, bool(schema.get("nullable"))
+    kinds: list[str] = []
+    nullable = bool(schema.get("nullable"))
+    for branch in schema.get("anyOf", []) + schema.get("oneOf", []):
+        sub, sub_null = value_kinds(spec, branch)
+        kinds += [k for k in sub if k not in kinds]
+        nullable = nullable or sub_null
+    if "type" in schema:
+        kinds.append(schema["type"])
+    elif not kinds:
+        kinds.append("object")
+    return kinds, nullable
+
+
+def object_shapes(spec: dict[str, Any]) -> dict[str, Any]:
+    """For each rendered object: its required properties, each with the kinds it may take
+    and whether it may be null."""
+    schemas = spec.get("components", {}).get("schemas", {})
+    shapes: dict[str, Any] = {}
+    for name in OBJECTS:
+        schema = schemas.get(name)
+        if schema is None:
+            warn(f"object {name} is not in the spec; skipped")
+            continue
+        required = {}
+        for prop in schema.get("required", []):
+            kinds, nullable = value_kinds(spec, schema.get("properties", {}).get(prop, {}))
+            required[prop] = {"kinds": kinds, "nullable": nullable}
+        shapes[name] = {"required": required, "properties": sorted(schema.get("properties", {}))}
+    return shapes
+
+
 def derive(spec: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     resolver = Resolver(spec)
     operations = []
@@ -248,7 +322,19 @@ def derive(spec: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             skipped.append(f"{method} {path}")
             continue
         operations.append({"method": method, "path": path, "params": params_for(resolver, method, operation)})
-    subset = {"api_version": spec.get("info", {}).get("version", ""), "operations": operations}
+    served = {(method, path) for method, path in OPERATIONS}
+    unserved = sorted(
+        f"{method.upper()} {path}"
+        for path, item in spec.get("paths", {}).items()
+        for method in item
+        if method in ("get", "post", "delete") and (method.upper(), path) not in served
+    )
+    subset = {
+        "api_version": spec.get("info", {}).get("version", ""),
+        "operations": operations,
+        "unserved": unserved,
+        "objects": object_shapes(spec),
+    }
     return subset, skipped
 
 
@@ -259,7 +345,12 @@ def render(subset: dict[str, Any]) -> str:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     lines = ",\n".join(compact(operation) for operation in subset["operations"])
-    text = f'{{"api_version":{compact(subset["api_version"])},"operations":[\n{lines}\n]}}\n'
+    unserved = compact(subset["unserved"])
+    objects = ",\n".join(f"{compact(name)}:{compact(shape)}" for name, shape in subset["objects"].items())
+    text = (
+        f'{{"api_version":{compact(subset["api_version"])},"operations":[\n{lines}\n],\n'
+        f'"unserved":{unserved},\n"objects":{{\n{objects}\n}}}}\n'
+    )
     if json.loads(text) != subset:
         raise AssertionError("rendered subset does not round-trip")
     return text

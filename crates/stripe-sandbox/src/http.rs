@@ -4,7 +4,6 @@
 //! the resource handler, `expand[]`, then the events it caused go to the webhook dispatcher.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -46,6 +45,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/charges/{id}/dispute", post(create_dispute))
         .route("/_sandbox/disputes/{id}/resolve", post(resolve_dispute))
         .route("/_sandbox/events/{id}/resend", post(resend_event))
+        .route(
+            "/_sandbox/billing_portal/default_configuration",
+            post(save_default_portal_configuration),
+        )
         .route("/", get(pages::index))
         .fallback(|method: Method, uri: Uri| async move {
             ApiError::unrecognized(method.as_str(), uri.path())
@@ -142,8 +145,11 @@ async fn serve_api(
     request_id: &str,
 ) -> Result<Response, ApiError> {
     let faults = shared.faults();
-    if faults.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    // The delay comes before the world is locked, so that slow answers overlap as Stripe's
+    // do instead of queueing behind one another.
+    let delay = faults.latency();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let key = api_key(headers)?;
     let key_ok = match &shared.config.api_key {
@@ -162,6 +168,7 @@ async fn serve_api(
     if roll(faults.error_rate) {
         return Err(ApiError::server_error());
     }
+    check_version(&shared.config, headers)?;
 
     let path = uri.path();
     // Stripe takes POST parameters in the body and GET parameters in the query; clients
@@ -210,8 +217,14 @@ async fn serve_api(
                 axum::Json(stored.body.clone()),
             )
                 .into_response();
+            // Stripe: "subsequent requests with the same key return the same result"; its
+            // replayed answers say so with `Idempotent-Replayed: true` and name the request
+            // that produced them in `Original-Request`.
             res.headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            if let Ok(v) = HeaderValue::from_str(&stored.request_id) {
+                res.headers_mut().insert("original-request", v);
+            }
             if let Ok(v) = HeaderValue::from_str(k) {
                 res.headers_mut().insert("idempotency-key", v);
             }
@@ -237,6 +250,7 @@ async fn serve_api(
             world.idempotency.insert(
                 (key, k),
                 crate::world::StoredResponse {
+                    request_id: request_id.to_owned(),
                     method: method.to_string(),
                     path: path.to_owned(),
                     params: std::mem::take(&mut p),
@@ -245,8 +259,7 @@ async fn serve_api(
                 },
             );
         }
-        let events = std::mem::take(&mut world.outbox);
-        shared.webhooks.enqueue(&mut world, &events);
+        shared.settle(world);
         (status, out)
     };
     if *method == Method::POST && roll(faults.lost_answer_rate) {
@@ -296,17 +309,49 @@ async fn list_deliveries(
     axum::Json(json!({ "object": "list", "data": data }))
 }
 
-/// Runs a world change outside the `/v1` pipeline (admin routes and hosted pages) and
-/// hands the events it caused to the dispatcher.
+/// Runs a world change outside the `/v1` pipeline (admin routes and hosted pages), then
+/// settles it: events to the dispatcher, the state file written.
 pub(crate) fn with_world<T>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     change: impl FnOnce(&mut crate::world::World) -> T,
 ) -> T {
     let mut world = shared.world();
     let out = change(&mut world);
-    let events = std::mem::take(&mut world.outbox);
-    shared.webhooks.enqueue(&mut world, &events);
+    shared.settle(world);
     out
+}
+
+/// The API versions a request may ask for: the one the sandbox speaks, and
+/// `Config::extra_api_versions`.
+fn check_version(config: &crate::Config, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(raw) = headers.get("stripe-version") else {
+        return Ok(());
+    };
+    let asked = raw.to_str().unwrap_or_default().trim();
+    if asked == crate::API_VERSION || config.extra_api_versions.iter().any(|v| v == asked) {
+        return Ok(());
+    }
+    // Stripe answers a version it does not know with "Invalid Stripe API version: <v>"
+    // (as seen on `2019-2-19` and on a made-up `2025-09-30.acacia`; stripe-java #682).
+    let mut message = format!("Invalid Stripe API version: {asked}");
+    if well_formed_version(asked) {
+        // A real-looking version the sandbox does not speak: serving it the sandbox's own
+        // shapes would let a test pass that Stripe's answers for that version might fail.
+        message.push_str(&format!(
+            ". The sandbox speaks only Stripe API version {}; send that version (or none).",
+            crate::API_VERSION
+        ));
+    }
+    Err(ApiError::invalid(message))
+}
+
+/// `YYYY-MM-DD` with a real date, optionally followed by `.release` (`2026-05-27.dahlia`).
+fn well_formed_version(v: &str) -> bool {
+    let (date, release) = v.split_once('.').map_or((v, None), |(d, r)| (d, Some(r)));
+    let date_ok = date.len() == 10 && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok();
+    let release_ok =
+        release.is_none_or(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase()));
+    date_ok && release_ok
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -322,7 +367,7 @@ async fn create_dispute(
 ) -> Response {
     let reason = q.reason.unwrap_or_else(|| "fraudulent".into());
     match with_world(&shared, |w| {
-        api::payments::open_dispute(w, &charge, &reason)
+        api::payments::disputes::open_dispute(w, &charge, &reason)
     }) {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => e.into_response(),
@@ -335,7 +380,9 @@ async fn resolve_dispute(
     Query(q): Query<DisputeParams>,
 ) -> Response {
     let status = q.status.unwrap_or_else(|| "won".into());
-    match with_world(&shared, |w| api::payments::close_dispute(w, &id, &status)) {
+    match with_world(&shared, |w| {
+        api::payments::disputes::close_dispute(w, &id, &status)
+    }) {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => e.into_response(),
     }
@@ -353,4 +400,37 @@ async fn resend_event(State(shared): State<Arc<Shared>>, Path(id): Path<String>)
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// Saves the account's default customer portal configuration, as saving the portal settings
+/// in Stripe's Dashboard does (the API cannot make a default). The form body takes the
+/// parameters of `POST /v1/billing_portal/configurations`; a second call updates the default.
+async fn save_default_portal_configuration(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Response {
+    let parsed = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::invalid("Request body is not valid UTF-8."))
+        .and_then(|raw| Ok(params::parse_form(raw)?))
+        .map(|mut p| {
+            // The Dashboard's settings page saves every feature; the API's create requires
+            // `features`, the defaults here do not.
+            if p.get("features").is_none() {
+                p["features"] = serde_json::json!({});
+            }
+            p
+        })
+        .and_then(|p| {
+            params::find("POST", "/v1/billing_portal/configurations")
+                .ok_or_else(|| ApiError::unrecognized("POST", "/v1/billing_portal/configurations"))
+                .and_then(|op| Ok(op.check(p)?))
+        });
+    let p = match parsed {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let config = with_world(&shared, |w| {
+        api::billing::portal::save_default_configuration(w, &p)
+    });
+    axum::Json(config).into_response()
 }

@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Shared;
+use crate::api::billing::{changes, subscriptions};
 use crate::api::checkout::{self, PageOutcome};
-use crate::api::{Ctx, billing, display_amount, payments};
+use crate::api::{Ctx, display_amount, payments};
 use crate::http::with_world;
 
 /// Escapes text for HTML. Five characters; not worth a dependency.
@@ -519,10 +520,10 @@ pub async fn portal_action(
             "cancel" if features["subscription_cancel"]["enabled"] == true => {
                 let sub = need_sub()?;
                 if features["subscription_cancel"]["mode"] == "immediately" {
-                    billing::cancel_subscription_now(w, &ctx, &sub, &json!({}))
+                    subscriptions::cancel_subscription_now(w, &ctx, &sub, &json!({}))
                         .map_err(|e| e.message)?;
                 } else {
-                    billing::update_subscription(
+                    changes::update_subscription(
                         w,
                         &ctx,
                         &sub,
@@ -533,7 +534,7 @@ pub async fn portal_action(
                 Ok("Your plan has been canceled.")
             }
             "resume" => {
-                billing::update_subscription(
+                changes::update_subscription(
                     w,
                     &ctx,
                     &need_sub()?,
@@ -557,7 +558,7 @@ pub async fn portal_action(
                     .as_str()
                     .unwrap_or("create_prorations")
                     .to_owned();
-                billing::update_subscription(
+                changes::update_subscription(
                     w,
                     &ctx,
                     &sub,
@@ -581,7 +582,7 @@ pub async fn portal_action(
                     .filter_map(|s| s["id"].as_str().map(str::to_owned))
                     .collect();
                 for s in subs {
-                    billing::update_subscription(
+                    changes::update_subscription(
                         w,
                         &ctx,
                         &s,

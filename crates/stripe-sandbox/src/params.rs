@@ -717,21 +717,39 @@ impl Operation {
         validate(&self.params, params, "")
     }
 
-    /// How well a concrete path matches: `None` if it does not, else one flag per segment that
-    /// is true where the template is literal, so literal segments win over `{templated}` ones.
+    /// How well a concrete path matches (see [`score`]).
     fn score(&self, segments: &[&str]) -> Option<Vec<bool>> {
-        if segments.len() != self.segments.len() {
-            return None;
-        }
-        self.segments
-            .iter()
-            .zip(segments)
-            .map(|(template, actual)| match template {
-                PathSegment::Literal(literal) => (literal == actual).then_some(true),
-                PathSegment::Template => (!actual.is_empty()).then_some(false),
-            })
-            .collect()
+        score(&self.segments, segments)
     }
+}
+
+/// How well a concrete path matches a template: `None` if it does not, else one flag per
+/// segment that is true where the template is literal, so literal segments win over
+/// `{templated}` ones.
+fn score(template: &[PathSegment], segments: &[&str]) -> Option<Vec<bool>> {
+    if segments.len() != template.len() {
+        return None;
+    }
+    template
+        .iter()
+        .zip(segments)
+        .map(|(template, actual)| match template {
+            PathSegment::Literal(literal) => (literal == actual).then_some(true),
+            PathSegment::Template => (!actual.is_empty()).then_some(false),
+        })
+        .collect()
+}
+
+fn parse_template(path: &str) -> Vec<PathSegment> {
+    path.split('/')
+        .map(|segment| {
+            if segment.starts_with('{') && segment.ends_with('}') {
+                PathSegment::Template
+            } else {
+                PathSegment::Literal(segment.to_owned())
+            }
+        })
+        .collect()
 }
 
 fn load_operations() -> Vec<Operation> {
@@ -747,16 +765,7 @@ fn load_operations() -> Vec<Operation> {
             let method = operation.get("method")?.as_str()?.to_ascii_uppercase();
             let path = operation.get("path")?.as_str()?.to_owned();
             let params = operation.get("params")?.clone();
-            let segments = path
-                .split('/')
-                .map(|segment| {
-                    if segment.starts_with('{') && segment.ends_with('}') {
-                        PathSegment::Template
-                    } else {
-                        PathSegment::Literal(segment.to_owned())
-                    }
-                })
-                .collect();
+            let segments = parse_template(&path);
             Some(Operation {
                 method,
                 path,
@@ -770,6 +779,22 @@ fn load_operations() -> Vec<Operation> {
 /// The vendored operations: the subset file, embedded with `include_str!`, parsed once.
 static OPERATIONS: LazyLock<Vec<Operation>> = LazyLock::new(load_operations);
 
+/// Stripe's other routes, `(method, template)`: the ones the sandbox does not serve.
+static UNSERVED: LazyLock<Vec<(String, Vec<PathSegment>)>> = LazyLock::new(|| {
+    let Ok(subset) = serde_json::from_str::<Value>(SUBSET) else {
+        return Vec::new();
+    };
+    subset
+        .get("unserved")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|route| route.split_once(' '))
+        .map(|(method, path)| (method.to_owned(), parse_template(path)))
+        .collect()
+});
+
 /// Every vendored operation (for checks that the router and the subset agree).
 #[cfg(test)]
 pub(crate) fn operations() -> impl Iterator<Item = &'static Operation> {
@@ -781,15 +806,25 @@ pub(crate) fn operations() -> impl Iterator<Item = &'static Operation> {
 /// `/v1/checkout/sessions/cs_1/expire` and `/v1/billing/meter_events` resolve right).
 ///
 /// The method is matched case-insensitively; anything from a `?` on is ignored.
+///
+/// A path that one of Stripe's routes the sandbox does not serve matches better (more literal
+/// segments) finds nothing: `GET /v1/customers/search` is Stripe's customer search, not a
+/// customer with the id `search`, so it is an unrecognized URL here rather than a missing
+/// customer.
 pub fn find(method: &str, path: &str) -> Option<&'static Operation> {
     let path = path.split_once('?').map_or(path, |(path, _)| path);
     let segments: Vec<&str> = path.split('/').collect();
-    OPERATIONS
+    let (best, operation) = OPERATIONS
         .iter()
         .filter(|operation| operation.method.eq_ignore_ascii_case(method))
         .filter_map(|operation| operation.score(&segments).map(|score| (score, operation)))
-        .max_by(|(left, _), (right, _)| left.cmp(right))
-        .map(|(_, operation)| operation)
+        .max_by(|(left, _), (right, _)| left.cmp(right))?;
+    let shadowed = UNSERVED
+        .iter()
+        .filter(|(other, _)| other.eq_ignore_ascii_case(method))
+        .filter_map(|(_, template)| score(template, &segments))
+        .any(|other| other > best);
+    (!shadowed).then_some(operation)
 }
 
 #[cfg(test)]
@@ -1045,6 +1080,19 @@ mod tests {
         assert!(find("GET", "/v1/accounts").is_none());
         assert!(find("GET", "/v1/customers/").is_none());
         assert!(find("GET", "/v1/customers/cus_1/extra/deep").is_none());
+    }
+
+    #[test]
+    fn find_leaves_a_stripe_route_the_sandbox_does_not_serve_unmatched_rather_than_taking_it_for_an_id()
+     {
+        assert!(find("GET", "/v1/customers/search").is_none());
+        assert!(find("GET", "/v1/prices/search").is_none());
+        assert!(find("GET", "/v1/invoices/search").is_none());
+        // An id in the same place still finds its route.
+        assert_eq!(
+            find("GET", "/v1/customers/cus_search").map(Operation::path),
+            Some("/v1/customers/{customer}")
+        );
     }
 
     // --- check: POST /v1/checkout/sessions ---------------------------------------------------

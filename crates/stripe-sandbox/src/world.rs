@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
@@ -14,6 +15,9 @@ use crate::ids::new_id;
 
 /// Stripe's API version the sandbox speaks (the vendored OpenAPI subset's version).
 pub const API_VERSION: &str = "2026-05-27.dahlia";
+
+/// The layout of [`World::snapshot`]; a file of another layout is refused on start.
+const SNAPSHOT_FORMAT: u64 = 1;
 
 /// How a test card behaves when charged, after Stripe's test card table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +31,51 @@ pub enum CardBehaviour {
     Requires3ds,
     /// 4000 0000 0000 0341: attaching succeeds, every charge fails.
     AttachThenFail,
+    /// 4000 0000 0000 5126: the charge succeeds, a refund of it fails later.
+    RefundFails,
+    /// The charge succeeds and is then disputed with this reason (4000 0000 0000 0259
+    /// `fraudulent`, 2685 `product_not_received`).
+    Disputed(&'static str),
 }
+
+impl CardBehaviour {
+    /// A stable name, for the state file.
+    pub fn name(&self) -> String {
+        match self {
+            CardBehaviour::Succeeds => "succeeds".into(),
+            CardBehaviour::Declines(d) => format!("declines:{}", d.decline_code.unwrap_or(d.code)),
+            CardBehaviour::Requires3ds => "requires_3ds".into(),
+            CardBehaviour::AttachThenFail => "attach_then_fail".into(),
+            CardBehaviour::RefundFails => "refund_fails".into(),
+            CardBehaviour::Disputed(reason) => format!("disputed:{reason}"),
+        }
+    }
+
+    /// The behaviour [`CardBehaviour::name`] named.
+    pub fn from_name(name: &str) -> Option<CardBehaviour> {
+        Some(match name {
+            "succeeds" => CardBehaviour::Succeeds,
+            "requires_3ds" => CardBehaviour::Requires3ds,
+            "attach_then_fail" => CardBehaviour::AttachThenFail,
+            "refund_fails" => CardBehaviour::RefundFails,
+            other => {
+                if let Some(code) = other.strip_prefix("declines:") {
+                    CardBehaviour::Declines(
+                        Decline::ALL
+                            .into_iter()
+                            .find(|d| d.decline_code.unwrap_or(d.code) == code)?,
+                    )
+                } else {
+                    let reason = other.strip_prefix("disputed:")?;
+                    CardBehaviour::Disputed(DISPUTE_REASONS.iter().copied().find(|r| *r == reason)?)
+                }
+            }
+        })
+    }
+}
+
+/// The dispute reasons Stripe's test cards raise.
+pub const DISPUTE_REASONS: &[&str] = &["fraudulent", "product_not_received", "general"];
 
 /// A decline as Stripe reports it: error code, decline code, and the message shown to the payer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,16 +86,54 @@ pub struct Decline {
 }
 
 impl Decline {
+    /// 4000 0000 0000 0002.
     pub const GENERIC: Decline = Decline {
         code: "card_declined",
         decline_code: Some("generic_decline"),
         message: "Your card was declined.",
     };
+    /// 4000 0000 0000 9995.
+    pub const INSUFFICIENT_FUNDS: Decline = Decline {
+        code: "card_declined",
+        decline_code: Some("insufficient_funds"),
+        message: "Your card has insufficient funds.",
+    };
+    /// 4000 0000 0000 0069.
+    pub const EXPIRED_CARD: Decline = Decline {
+        code: "expired_card",
+        decline_code: Some("expired_card"),
+        message: "Your card has expired.",
+    };
+    /// 4000 0000 0000 0127.
+    pub const INCORRECT_CVC: Decline = Decline {
+        code: "incorrect_cvc",
+        decline_code: Some("incorrect_cvc"),
+        message: "Your card's security code is incorrect.",
+    };
+    /// Every decline a test card gives.
+    pub const ALL: [Decline; 4] = [
+        Decline::GENERIC,
+        Decline::INSUFFICIENT_FUNDS,
+        Decline::EXPIRED_CARD,
+        Decline::INCORRECT_CVC,
+    ];
+}
+
+/// Work that happens after the answer, as on Stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// A test clock advance to run to `ready`.
+    AdvanceClock(String),
+    /// A refund (of a 4000 0000 0000 5126 payment) to fail.
+    FailRefund(String),
 }
 
 /// A response kept for an `Idempotency-Key`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredResponse {
+    /// The id of the request that first used the key (`Original-Request` on replays).
+    #[serde(default)]
+    pub request_id: String,
     pub method: String,
     pub path: String,
     pub params: Value,
@@ -80,6 +166,18 @@ pub struct World {
     /// Meter event identifiers already accepted, with when (Stripe deduplicates on them
     /// over a rolling 24 hours).
     pub meter_identifiers: HashMap<String, i64>,
+    /// Work Stripe does after it has answered, run in the background once the request that
+    /// caused it is settled.
+    pub pending: Vec<Pending>,
+    /// Bumped by every change, so that a snapshot can tell whether it is newer than the one
+    /// already written.
+    version: u64,
+}
+
+/// One field of a snapshot, typed.
+fn parse_field<T: serde::de::DeserializeOwned>(snapshot: &Value, name: &str) -> Result<T, String> {
+    serde_json::from_value(snapshot.get(name).cloned().unwrap_or(Value::Null))
+        .map_err(|e| format!("snapshot {name}: {e}"))
 }
 
 /// Seconds since the Unix epoch, now.
@@ -92,9 +190,78 @@ impl World {
     pub fn insert(&mut self, obj: Value) -> Value {
         let id = obj["id"].as_str().unwrap_or_default().to_owned();
         let kind = obj["object"].as_str().unwrap_or_default().to_owned();
+        self.touch();
         self.by_kind.entry(kind).or_default().push(id.clone());
         self.objects.insert(id, obj.clone());
         obj
+    }
+
+    /// Marks the world changed (for state kept outside `objects`: `hidden`, `cards`, ...).
+    pub fn touch(&mut self) {
+        self.version += 1;
+    }
+
+    /// How many changes the world has seen; a snapshot taken at a higher version is newer.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The durable part of the world, as JSON: everything but the outbox, the request being
+    /// served and pending work, which belong to one run of the process.
+    pub fn snapshot(&self) -> Value {
+        let idempotency: Vec<Value> = self
+            .idempotency
+            .iter()
+            .map(|((key, idem), stored)| json!({ "api_key": key, "key": idem, "response": stored }))
+            .collect();
+        let cards: Map<String, Value> = self
+            .cards
+            .iter()
+            .map(|(pm, behaviour)| (pm.clone(), json!(behaviour.name())))
+            .collect();
+        json!({
+            "format": SNAPSHOT_FORMAT,
+            "api_version": API_VERSION,
+            "objects": self.objects,
+            "by_kind": self.by_kind,
+            "idempotency": idempotency,
+            "cards": cards,
+            "hidden": self.hidden,
+            "meter_identifiers": self.meter_identifiers,
+        })
+    }
+
+    /// A world restored from [`World::snapshot`]'s JSON.
+    pub fn restore(snapshot: &Value) -> Result<World, String> {
+        if snapshot["format"] != SNAPSHOT_FORMAT {
+            return Err(format!(
+                "unknown snapshot format {} (expected {SNAPSHOT_FORMAT})",
+                snapshot["format"]
+            ));
+        }
+        let field = |name: &str| snapshot.get(name).cloned().unwrap_or(Value::Null);
+        let mut world = World {
+            objects: parse_field(snapshot, "objects")?,
+            by_kind: parse_field(snapshot, "by_kind")?,
+            hidden: parse_field(snapshot, "hidden")?,
+            meter_identifiers: parse_field(snapshot, "meter_identifiers")?,
+            ..World::default()
+        };
+        for entry in field("idempotency").as_array().into_iter().flatten() {
+            let stored: StoredResponse = serde_json::from_value(entry["response"].clone())
+                .map_err(|e| format!("snapshot idempotency: {e}"))?;
+            let key = entry["api_key"].as_str().unwrap_or_default().to_owned();
+            let idem = entry["key"].as_str().unwrap_or_default().to_owned();
+            world.idempotency.insert((key, idem), stored);
+        }
+        for (pm, name) in field("cards").as_object().into_iter().flatten() {
+            let behaviour = name
+                .as_str()
+                .and_then(CardBehaviour::from_name)
+                .ok_or_else(|| format!("snapshot cards: unknown behaviour {name}"))?;
+            world.cards.insert(pm.clone(), behaviour);
+        }
+        Ok(world)
     }
 
     pub fn get(&self, id: &str) -> Option<&Value> {
@@ -114,6 +281,7 @@ impl World {
     /// `previous_attributes` shows for the change: the old values of what changed, descending
     /// into nested objects so that only their changed keys appear, arrays whole.
     pub fn update(&mut self, id: &str, change: impl FnOnce(&mut Value)) -> (Value, Value) {
+        self.version += 1;
         let Some(obj) = self.objects.get_mut(id) else {
             return (Value::Null, json!({}));
         };
@@ -125,6 +293,7 @@ impl World {
 
     /// Marks an object deleted, as Stripe's delete endpoints answer: `{id, object, deleted: true}`.
     pub fn delete(&mut self, id: &str) -> Value {
+        self.touch();
         if let Some(obj) = self.objects.get_mut(id) {
             obj["deleted"] = json!(true);
         }
@@ -246,10 +415,17 @@ pub fn merge_metadata(target: &mut Value, update: Option<&Value>) {
     }
 }
 
-/// Metadata as given on create (an object of strings), or `{}`.
+/// Metadata as given on create (an object of strings), or `{}`. Stripe: "Individual keys can
+/// be unset by posting an empty value to them" (the `metadata` parameter's description), on
+/// create as on update, so a key given as "" is not stored.
 pub fn metadata_of(params: &Value) -> Value {
     match params.get("metadata") {
-        Some(Value::Object(m)) => Value::Object(m.clone()),
+        Some(Value::Object(m)) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| v.as_str() != Some(""))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
         _ => json!({}),
     }
 }

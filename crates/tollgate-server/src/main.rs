@@ -56,6 +56,9 @@ enum Command {
         /// Accept only this secret key (default: any `sk_test_` key).
         #[arg(long, env = "STRIPE_SANDBOX_API_KEY")]
         api_key: Option<String>,
+        /// Keep the sandbox's state in this file, across restarts.
+        #[arg(long, env = "TOLLGATE_SANDBOX_STATE")]
+        state: Option<PathBuf>,
     },
 }
 
@@ -384,9 +387,14 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Sandbox { listen, api_key } => {
+        Command::Sandbox {
+            listen,
+            api_key,
+            state,
+        } => {
             let config = stripe_sandbox::Config {
                 api_key,
+                state_path: state,
                 ..Default::default()
             };
             let sandbox = stripe_sandbox::Sandbox::start(config, listen)

@@ -155,6 +155,7 @@ pub fn create_price_with(w: &mut World, p: &Value, param_prefix: &str, inline: b
             )
         })?
         .to_lowercase();
+    super::validate::check_currency(&currency, &name("currency"))?;
     let product_id = if let Some(prod) = p["product"].as_str() {
         w.fetch("product", prod, "product", &name("product"))?;
         prod.to_owned()
@@ -188,6 +189,7 @@ pub fn create_price_with(w: &mut World, p: &Value, param_prefix: &str, inline: b
             "Invalid non-negative integer",
         ));
     }
+    super::validate::check_amount(unit_amount, &name("unit_amount"))?;
     let recurring = match &p["recurring"] {
         Value::Object(r) => {
             let interval = r.get("interval").and_then(Value::as_str).ok_or_else(|| {
@@ -354,7 +356,11 @@ pub fn create_coupon(w: &mut World, p: &Value) -> ApiResult {
                 "You must specify a currency when creating a coupon with an amount_off.",
             ));
         }
+        (None, Some(a)) => super::validate::check_amount(a, "amount_off")?,
         _ => {}
+    }
+    if let Some(currency) = p["currency"].as_str() {
+        super::validate::check_currency(currency, "currency")?;
     }
     let duration = p["duration"].as_str().unwrap_or("once");
     if duration == "repeating" && p["duration_in_months"].as_i64().is_none() {
@@ -363,6 +369,26 @@ pub fn create_coupon(w: &mut World, p: &Value) -> ApiResult {
             "Missing required param: duration_in_months.",
         ));
     }
+    // "A hash containing directions for what this Coupon will apply discounts to." (API
+    // reference, applies_to); `applies_to[products]` names products, which must exist. It is
+    // set on create only: the coupon update takes no `applies_to`.
+    let applies_to: Option<Vec<String>> = match p["applies_to"]["products"].as_array() {
+        Some(products) => {
+            let mut ids = Vec::with_capacity(products.len());
+            for (i, product) in products.iter().enumerate() {
+                let id = product.as_str().unwrap_or_default();
+                w.fetch(
+                    "product",
+                    id,
+                    "product",
+                    &format!("applies_to[products][{i}]"),
+                )?;
+                ids.push(id.to_owned());
+            }
+            Some(ids)
+        }
+        None => None,
+    };
     let id = match p["id"].as_str() {
         Some(id) if w.get(id).is_some() => {
             return Err(ApiError::param("id", "Coupon already exists.")
@@ -376,7 +402,6 @@ pub fn create_coupon(w: &mut World, p: &Value) -> ApiResult {
         "id": id,
         "object": "coupon",
         "amount_off": amount_off,
-        "applies_to": p.get("applies_to").cloned().unwrap_or(Value::Null),
         "created": now,
         "currency": p.get("currency").cloned().unwrap_or(Value::Null),
         "duration": duration,
@@ -391,6 +416,12 @@ pub fn create_coupon(w: &mut World, p: &Value) -> ApiResult {
         "valid": true,
     });
     let coupon = w.insert(coupon);
+    if let Some(products) = applies_to {
+        // Stripe renders `applies_to` only when asked for with `expand[]=applies_to` (an
+        // includable field), so it is kept aside; see `coupon_applies_to`.
+        w.hidden.entry(id.clone()).or_insert_with(|| json!({}))["applies_to"] =
+            json!({ "products": products });
+    }
     w.emit("coupon.created", &coupon, None, now);
     Ok(coupon)
 }
@@ -417,16 +448,18 @@ pub fn create_promotion_code(w: &mut World, p: &Value) -> ApiResult {
         .as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| random_chars(8).to_uppercase());
-    if w.all("promotion_code").any(|x| {
-        x["active"] == true
-            && x["code"]
-                .as_str()
-                .is_some_and(|c| c.eq_ignore_ascii_case(&code))
-    }) {
+    // "Valid characters are lower case letters (a-z), upper case letters (A-Z), digits
+    // (0-9), and dashes (-)." (API reference, promotion code `code`)
+    if code.is_empty() || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(ApiError::param(
             "code",
-            format!("An active promotion code with `code: {code}` already exists."),
+            format!(
+                "Invalid code: {code}. A promotion code may only contain letters (a-z, A-Z), digits (0-9) and dashes (-)."
+            ),
         ));
+    }
+    if p["active"].as_bool() != Some(false) {
+        check_code_free(w, &code, None)?;
     }
     let now = wall_clock();
     let restrictions = &p["restrictions"];
@@ -455,8 +488,34 @@ pub fn create_promotion_code(w: &mut World, p: &Value) -> ApiResult {
     Ok(promo)
 }
 
+/// "Regardless of case, this code must be unique across all active promotion codes" (API
+/// reference, promotion code `code`). Coupons and their codes belong to the whole account,
+/// so the sandbox holds every code to it, whichever customer it is for.
+fn check_code_free(w: &World, code: &str, except: Option<&str>) -> ApiResult<()> {
+    let taken = w.all("promotion_code").any(|x| {
+        x["active"] == true
+            && except.is_none_or(|id| x["id"] != id)
+            && x["code"]
+                .as_str()
+                .is_some_and(|c| c.eq_ignore_ascii_case(code))
+    });
+    if taken {
+        return Err(ApiError::param(
+            "code",
+            format!("An active promotion code with `code: {code}` already exists."),
+        )
+        .with_code("resource_already_exists"));
+    }
+    Ok(())
+}
+
+/// `POST /v1/promotion_codes/{id}`: re-activating a code whose text another active code
+/// has taken is refused like creating it.
 pub fn update_promotion_code(w: &mut World, id: &str, p: &Value) -> ApiResult {
-    w.fetch("promotion_code", id, "promotion code", "promotion_code")?;
+    let current = w.fetch("promotion_code", id, "promotion code", "promotion_code")?;
+    if p["active"].as_bool() == Some(true) && current["active"] != true {
+        check_code_free(w, current["code"].as_str().unwrap_or_default(), Some(id))?;
+    }
     let (promo, prev) = w.update(id, |x| {
         if let Some(active) = p.get("active") {
             x["active"] = active.clone();
@@ -508,4 +567,48 @@ pub fn promotion_code_unusable(w: &World, promo: &Value, now: i64) -> Option<&'s
         }
         _ => Some("This promotion code is not valid."),
     }
+}
+
+/// The discount a coupon gives on `subtotal`, never more than the subtotal.
+pub fn coupon_discount(coupon: &Value, subtotal: i64, currency: &str) -> i64 {
+    let discount = if let Some(pct) = coupon["percent_off"].as_f64() {
+        // Percentages come with up to two decimals; work in hundredths of a percent so the
+        // rounding is integer and half-up, as Stripe rounds discounts.
+        let hundredths = (pct * 100.0).round() as i128;
+        ((i128::from(subtotal) * hundredths + 5_000) / 10_000) as i64
+    } else if coupon["currency"] == currency {
+        coupon["amount_off"].as_i64().unwrap_or(0)
+    } else {
+        0
+    };
+    discount.clamp(0, subtotal.max(0))
+}
+
+/// The products a coupon is restricted to (`applies_to[products]`), `None` when it applies
+/// to everything.
+pub fn coupon_products(w: &World, coupon_id: &str) -> Option<Vec<String>> {
+    w.hidden.get(coupon_id)?["applies_to"]["products"]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+}
+
+/// Whether a coupon discounts a price: "A list of product IDs this coupon applies to" (API
+/// reference, coupon `applies_to.products`); a coupon without the list applies to all.
+pub fn coupon_applies_to_price(w: &World, coupon: &Value, price: &Value) -> bool {
+    match coupon["id"].as_str().and_then(|id| coupon_products(w, id)) {
+        Some(products) => price["product"]
+            .as_str()
+            .is_some_and(|p| products.iter().any(|x| x == p)),
+        None => true,
+    }
+}
+
+/// `applies_to` as `expand[]=applies_to` shows it.
+pub fn coupon_applies_to(w: &World, coupon_id: &str) -> Value {
+    json!({ "products": coupon_products(w, coupon_id).unwrap_or_default() })
 }

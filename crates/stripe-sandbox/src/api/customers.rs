@@ -7,7 +7,21 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, random_chars};
 use crate::world::{World, merge_metadata, metadata_of};
 
+/// The customer's shipping details as Stripe renders them, from `shipping` parameters.
+fn shipping_of(given: &Value) -> Value {
+    if !given.is_object() {
+        return Value::Null;
+    }
+    json!({
+        "address": super::validate::address(&given["address"]),
+        "name": given.get("name").cloned().unwrap_or(Value::Null),
+        "phone": given.get("phone").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// `POST /v1/customers`.
 pub fn create(w: &mut World, p: &Value) -> ApiResult {
+    super::validate::check_email(p, "email")?;
     if let Some(clock) = p["test_clock"].as_str() {
         w.fetch("test_helpers.test_clock", clock, "test_clock", "test_clock")?;
     }
@@ -22,7 +36,7 @@ pub fn create(w: &mut World, p: &Value) -> ApiResult {
     let customer = json!({
         "id": id,
         "object": "customer",
-        "address": p.get("address").cloned().unwrap_or(Value::Null),
+        "address": p.get("address").filter(|a| a.is_object()).map_or(Value::Null, super::validate::address),
         "balance": 0,
         "created": created,
         "currency": null,
@@ -44,7 +58,7 @@ pub fn create(w: &mut World, p: &Value) -> ApiResult {
         "next_invoice_sequence": 1,
         "phone": p.get("phone").cloned().unwrap_or(Value::Null),
         "preferred_locales": p.get("preferred_locales").cloned().unwrap_or(json!([])),
-        "shipping": null,
+        "shipping": shipping_of(&p["shipping"]),
         "tax_exempt": "none",
         "test_clock": p.get("test_clock").cloned().unwrap_or(Value::Null),
     });
@@ -69,8 +83,10 @@ pub fn retrieve(w: &World, id: &str) -> ApiResult {
     }
 }
 
+/// `POST /v1/customers/{id}`.
 pub fn update(w: &mut World, id: &str, p: &Value) -> ApiResult {
     w.fetch("customer", id, "customer", "customer")?;
+    super::validate::check_email(p, "email")?;
     if let Some(pm) = p["invoice_settings"]["default_payment_method"].as_str() {
         w.fetch(
             "payment_method",
@@ -81,17 +97,20 @@ pub fn update(w: &mut World, id: &str, p: &Value) -> ApiResult {
     }
     let now = w.now_for_customer(Some(id));
     let (customer, previous) = w.update(id, |c| {
-        for field in [
-            "email",
-            "name",
-            "description",
-            "phone",
-            "address",
-            "preferred_locales",
-        ] {
+        for field in ["email", "name", "description", "phone", "preferred_locales"] {
             if let Some(v) = p.get(field) {
                 c[field] = if v == "" { Value::Null } else { v.clone() };
             }
+        }
+        match p.get("address") {
+            Some(a @ Value::Object(_)) => c["address"] = super::validate::address(a),
+            Some(_) => c["address"] = Value::Null,
+            None => {}
+        }
+        match p.get("shipping") {
+            Some(s @ Value::Object(_)) => c["shipping"] = shipping_of(s),
+            Some(_) => c["shipping"] = Value::Null,
+            None => {}
         }
         if let Some(pm) = p["invoice_settings"]["default_payment_method"].as_str() {
             c["invoice_settings"]["default_payment_method"] = json!(pm);
@@ -106,7 +125,7 @@ pub fn delete(w: &mut World, id: &str) -> ApiResult {
     let customer = w.fetch("customer", id, "customer", "customer")?;
     let now = w.now_for_customer(Some(id));
     // Deleting a customer cancels their subscriptions at once, as Stripe does.
-    super::billing::cancel_customer_subscriptions(w, id, now);
+    super::billing::subscriptions::cancel_customer_subscriptions(w, id, now);
     let out = w.delete(id);
     w.emit("customer.deleted", &customer, None, now);
     Ok(out)

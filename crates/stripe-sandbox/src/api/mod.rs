@@ -7,6 +7,8 @@ pub mod checkout;
 pub mod customers;
 pub mod events;
 pub mod payments;
+pub mod test_clocks;
+pub mod validate;
 
 use serde_json::{Map, Value, json};
 
@@ -23,12 +25,13 @@ pub struct Ctx<'a> {
 
 /// Dispatches one validated API request. `segs` is the path below `/v1/`.
 pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) -> ApiResult {
-    use billing as b;
+    use billing::{changes, invoices, meters, portal, subscriptions as subs};
     use catalog as cat;
     use checkout as co;
     use customers as cu;
     use events as ev;
     use payments as pay;
+    use test_clocks as clocks;
     match (method, segs) {
         ("POST", ["customers"]) => cu::create(w, &p),
         ("GET", ["customers"]) => cu::list(w, &p),
@@ -77,36 +80,31 @@ pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) ->
         ("GET", ["payment_methods", id]) => {
             w.fetch("payment_method", id, "PaymentMethod", "payment_method")
         }
-        ("POST", ["refunds"]) => pay::create_refund(w, &p),
-        ("GET", ["refunds"]) => pay::list_refunds(w, &p),
+        ("POST", ["refunds"]) => pay::refunds::create_refund(w, &p),
+        ("GET", ["refunds"]) => pay::refunds::list_refunds(w, &p),
         ("GET", ["refunds", id]) => w.fetch("refund", id, "refund", "refund"),
-        ("GET", ["disputes"]) => pay::list_disputes(w, &p),
+        ("GET", ["disputes"]) => pay::disputes::list_disputes(w, &p),
         ("GET", ["disputes", id]) => w.fetch("dispute", id, "dispute", "dispute"),
-        ("POST", ["disputes", id, "close"]) => pay::close_dispute(w, id, "lost"),
+        ("POST", ["disputes", id, "close"]) => pay::disputes::close_dispute(w, id, "lost"),
 
-        ("GET", ["subscriptions"]) => b::list_subscriptions(w, &p),
+        ("GET", ["subscriptions"]) => subs::list_subscriptions(w, &p),
         ("GET", ["subscriptions", id]) => w.fetch(
             "subscription",
             id,
             "subscription",
             "subscription_exposed_id",
         ),
-        ("POST", ["subscriptions", id]) => b::update_subscription(w, ctx, id, &p),
-        ("DELETE", ["subscriptions", id]) => b::cancel_subscription_now(w, ctx, id, &p),
-        ("POST", ["subscriptions", id, "resume"]) => b::resume_subscription(w, ctx, id, &p),
-        ("GET", ["invoices"]) => b::list_invoices(w, &p),
+        ("POST", ["subscriptions", id]) => changes::update_subscription(w, ctx, id, &p),
+        ("DELETE", ["subscriptions", id]) => subs::cancel_subscription_now(w, ctx, id, &p),
+        ("POST", ["subscriptions", id, "resume"]) => changes::resume_subscription(w, ctx, id, &p),
+        ("GET", ["invoices"]) => invoices::list_invoices(w, &p),
         ("GET", ["invoices", id]) => w.fetch("invoice", id, "invoice", "invoice"),
-        ("POST", ["invoices", id, "pay"]) => b::pay_invoice(w, ctx, id),
-        ("POST", ["billing_portal", "sessions"]) => b::create_portal_session(w, ctx, &p),
-        ("POST", ["billing_portal", "configurations"]) => b::create_portal_configuration(w, &p),
-        ("GET", ["billing_portal", "configurations"]) => {
-            b::ensure_default_portal_configuration(w);
-            list(
-                w.all("billing_portal.configuration"),
-                "/v1/billing_portal/configurations",
-                &p,
-            )
+        ("POST", ["invoices", id, "pay"]) => subs::pay_invoice(w, ctx, id),
+        ("POST", ["billing_portal", "sessions"]) => portal::create_portal_session(w, ctx, &p),
+        ("POST", ["billing_portal", "configurations"]) => {
+            portal::create_portal_configuration(w, &p)
         }
+        ("GET", ["billing_portal", "configurations"]) => portal::list_portal_configurations(w, &p),
         ("GET", ["billing_portal", "configurations", id]) => w.fetch(
             "billing_portal.configuration",
             id,
@@ -114,16 +112,16 @@ pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) ->
             "configuration",
         ),
         ("POST", ["billing_portal", "configurations", id]) => {
-            b::update_portal_configuration(w, id, &p)
+            portal::update_portal_configuration(w, id, &p)
         }
-        ("POST", ["billing", "meters"]) => b::create_meter(w, &p),
+        ("POST", ["billing", "meters"]) => meters::create_meter(w, &p),
         ("GET", ["billing", "meters"]) => list(w.all("billing.meter"), "/v1/billing/meters", &p),
         ("GET", ["billing", "meters", id]) => w.fetch("billing.meter", id, "billing meter", "id"),
         ("GET", ["billing", "meters", id, "event_summaries"]) => {
-            b::meter_event_summaries(w, id, &p)
+            meters::meter_event_summaries(w, id, &p)
         }
-        ("POST", ["billing", "meter_events"]) => b::create_meter_event(w, &p),
-        ("POST", ["test_helpers", "test_clocks"]) => b::create_test_clock(w, &p),
+        ("POST", ["billing", "meter_events"]) => meters::create_meter_event(w, &p),
+        ("POST", ["test_helpers", "test_clocks"]) => clocks::create_test_clock(w, &p),
         ("GET", ["test_helpers", "test_clocks"]) => list(
             w.all("test_helpers.test_clock"),
             "/v1/test_helpers/test_clocks",
@@ -132,9 +130,9 @@ pub fn route(w: &mut World, ctx: &Ctx, method: &str, segs: &[&str], p: Value) ->
         ("GET", ["test_helpers", "test_clocks", id]) => {
             w.fetch("test_helpers.test_clock", id, "test_clock", "test_clock")
         }
-        ("DELETE", ["test_helpers", "test_clocks", id]) => b::delete_test_clock(w, id),
+        ("DELETE", ["test_helpers", "test_clocks", id]) => clocks::delete_test_clock(w, id),
         ("POST", ["test_helpers", "test_clocks", id, "advance"]) => {
-            b::advance_test_clock(w, ctx, id, &p)
+            clocks::advance_test_clock(w, id, &p)
         }
 
         ("GET", ["events"]) => ev::list_events(w, &p),
@@ -164,6 +162,10 @@ pub fn computed_expansion(w: &World, obj: &Map<String, Value>, field: &str) -> O
         ("checkout.session", "line_items") => {
             let id = obj.get("id")?.as_str()?;
             Some(checkout::line_items_list(w, id, 100))
+        }
+        ("coupon", "applies_to") => {
+            let id = obj.get("id")?.as_str()?;
+            Some(catalog::coupon_applies_to(w, id))
         }
         _ => None,
     }

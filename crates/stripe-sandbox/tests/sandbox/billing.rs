@@ -5,9 +5,7 @@ use stripe_billing::subscription::{
     RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
     UpdateSubscriptionProrationBehavior,
 };
-use stripe_billing::test_helpers_test_clock::{
-    AdvanceTestHelpersTestClock, CreateTestHelpersTestClock,
-};
+use stripe_billing::test_helpers_test_clock::CreateTestHelpersTestClock;
 use stripe_checkout::checkout_session::RetrieveCheckoutSession;
 use stripe_core::customer::CreateCustomer;
 use stripe_shared::CheckoutSessionMode::Subscription;
@@ -43,11 +41,7 @@ async fn clocked_customer(sb: &TestSandbox) -> Clocked {
 }
 
 async fn advance(sb: &TestSandbox, c: &Clocked, to: i64) {
-    let clock = AdvanceTestHelpersTestClock::new(c.clock.as_str(), to)
-        .send(&sb.client)
-        .await
-        .unwrap();
-    assert_eq!(clock.frozen_time, to);
+    crate::support::advance_clock(sb, &c.clock, to).await;
 }
 
 /// Subscribes the clocked customer through Checkout and returns the subscription id.
@@ -376,6 +370,7 @@ async fn paused_collection_voids_renewal_invoices_until_unpaused() {
 #[tokio::test]
 async fn the_portal_page_cancels_switches_plan_and_its_actions_flow_back_as_events() {
     let sb = spawn().await;
+    crate::support::save_default_portal(&sb).await;
     let hook = Receiver::start().await;
     sb.endpoint(&hook.url).await;
     let c = clocked_customer(&sb).await;
@@ -463,6 +458,7 @@ async fn the_portal_page_cancels_switches_plan_and_its_actions_flow_back_as_even
 #[tokio::test]
 async fn a_card_updated_in_the_portal_pays_the_next_retry() {
     let sb = spawn().await;
+    crate::support::save_default_portal(&sb).await;
     let c = clocked_customer(&sb).await;
     let p = price(&sb, "Club", 900, Some("month")).await;
     let id = subscribe(&sb, &c, p.id.as_str(), "4000000000000341", Some(7)).await;

@@ -3,9 +3,7 @@
 //! retrieve endpoint answering in async-stripe's types.
 
 use stripe_billing::subscription::RetrieveSubscription;
-use stripe_billing::test_helpers_test_clock::{
-    AdvanceTestHelpersTestClock, CreateTestHelpersTestClock,
-};
+use stripe_billing::test_helpers_test_clock::CreateTestHelpersTestClock;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSessionSubscriptionData, RetrieveCheckoutSession,
 };
@@ -23,10 +21,7 @@ const HOUR: i64 = 3_600;
 const T0: i64 = 1_767_225_600;
 
 async fn advance(sb: &TestSandbox, clock: &str, to: i64) {
-    AdvanceTestHelpersTestClock::new(clock, to)
-        .send(&sb.client)
-        .await
-        .unwrap();
+    crate::support::advance_clock(sb, clock, to).await;
 }
 
 async fn status(sb: &TestSandbox, id: &str) -> SubscriptionStatus {
@@ -53,6 +48,7 @@ const TYPED: &[&str] = &[
 #[tokio::test]
 async fn a_subscription_from_trial_to_cancellation_emits_events_that_async_stripe_parses() {
     let sb = spawn().await;
+    crate::support::save_default_portal(&sb).await;
     let hook = Receiver::start().await;
     let endpoint = CreateWebhookEndpoint::new(
         vec![CreateWebhookEndpointEnabledEvents::All],
@@ -283,6 +279,7 @@ async fn every_list_and_retrieve_endpoint_answers_in_async_stripes_types() {
     };
 
     let sb = spawn().await;
+    crate::support::save_default_portal(&sb).await;
     let hook = Receiver::start().await;
     let endpoint = CreateWebhookEndpoint::new(
         vec![CreateWebhookEndpointEnabledEvents::All],

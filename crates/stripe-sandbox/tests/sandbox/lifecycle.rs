@@ -7,9 +7,7 @@ use stripe_billing::subscription::{
     ResumeSubscription, RetrieveSubscription, UpdateSubscription,
     UpdateSubscriptionPauseCollection, UpdateSubscriptionPauseCollectionBehavior,
 };
-use stripe_billing::test_helpers_test_clock::{
-    AdvanceTestHelpersTestClock, CreateTestHelpersTestClock,
-};
+use stripe_billing::test_helpers_test_clock::CreateTestHelpersTestClock;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSessionDiscounts, CreateCheckoutSessionPaymentMethodCollection,
     CreateCheckoutSessionSubscriptionData, CreateCheckoutSessionSubscriptionDataTrialSettings,
@@ -60,10 +58,7 @@ async fn clocked(sb: &TestSandbox) -> Clocked {
 }
 
 async fn advance(sb: &TestSandbox, c: &Clocked, to: i64) {
-    AdvanceTestHelpersTestClock::new(c.clock.as_str(), to)
-        .send(&sb.client)
-        .await
-        .unwrap();
+    crate::support::advance_clock(sb, &c.clock, to).await;
 }
 
 async fn checkout(
@@ -454,6 +449,7 @@ fn trial_without_card(
 #[tokio::test]
 async fn a_trial_without_a_card_pauses_at_its_end_and_resumes_once_a_card_is_added() {
     let sb = spawn().await;
+    crate::support::save_default_portal(&sb).await;
     let hook = Receiver::start().await;
     sb.endpoint(&hook.url).await;
     let c = clocked(&sb).await;
@@ -522,6 +518,7 @@ async fn a_trial_without_a_card_pauses_at_its_end_and_resumes_once_a_card_is_add
 #[tokio::test]
 async fn resuming_with_a_card_on_file_charges_the_new_period_at_once() {
     let sb = spawn().await;
+    crate::support::save_default_portal(&sb).await;
     let c = clocked(&sb).await;
     let p = price(&sb, "Club", 900, Some("month")).await;
     let id = checkout(
@@ -604,6 +601,7 @@ async fn deleting_a_customer_cancels_their_subscriptions_first() {
 #[tokio::test]
 async fn the_portal_refuses_a_card_that_declines_and_takes_0341() {
     let sb = spawn().await;
+    crate::support::save_default_portal(&sb).await;
     let c = clocked(&sb).await;
     let p = price(&sb, "Club", 900, Some("month")).await;
     let id = checkout(&sb, &c, p.id.as_str(), "4242424242424242", |r| r).await;

@@ -8,9 +8,15 @@
 mod billing;
 mod browser;
 mod checkout;
+mod hosting;
 mod journey;
 mod lifecycle;
+mod money;
+mod promotions;
 mod resources;
+mod restart;
+mod rules;
+mod shapes;
 mod subscriptions;
 mod support;
 mod webhooks;

@@ -320,3 +320,64 @@ pub async fn session(
         .cancel_url("https://shop.test/cart");
     configure(req).send(&sb.client).await.unwrap()
 }
+
+/// Advances a test clock as a Stripe client must: the answer says `advancing`, and the clock
+/// is polled until it is `ready` (with a deadline). Returns the clock once ready.
+pub async fn advance_clock(
+    sb: &TestSandbox,
+    clock: &str,
+    to: i64,
+) -> stripe_shared::TestHelpersTestClock {
+    use stripe_billing::test_helpers_test_clock::AdvanceTestHelpersTestClock;
+    use stripe_shared::TestHelpersTestClockStatus as Status;
+    let started = AdvanceTestHelpersTestClock::new(clock, to)
+        .send(&sb.client)
+        .await
+        .unwrap();
+    assert_eq!(
+        started.status,
+        Status::Advancing,
+        "the advance is asynchronous"
+    );
+    wait_for_clock_ready(sb, clock, to).await
+}
+
+/// Polls a test clock until it is `ready` at `to` (with a deadline).
+pub async fn wait_for_clock_ready(
+    sb: &TestSandbox,
+    clock: &str,
+    to: i64,
+) -> stripe_shared::TestHelpersTestClock {
+    use stripe_billing::test_helpers_test_clock::RetrieveTestHelpersTestClock;
+    use stripe_shared::TestHelpersTestClockStatus as Status;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = RetrieveTestHelpersTestClock::new(clock)
+            .send(&sb.client)
+            .await
+            .unwrap();
+        if now.status == Status::Ready {
+            assert_eq!(now.frozen_time, to);
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "test clock {clock} still {:?}",
+            now.status
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Saves the account's default portal configuration, as saving the portal settings in the
+/// Dashboard does (a new account has none, and portal sessions need one).
+pub async fn save_default_portal(sb: &TestSandbox) -> Value {
+    let res = sb
+        .http
+        .post(sb.url("/_sandbox/billing_portal/default_configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}

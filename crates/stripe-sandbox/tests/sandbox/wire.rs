@@ -426,3 +426,138 @@ async fn a_lost_answer_is_carried_out_and_its_retry_replays_the_real_answer() {
         "and makes no other"
     );
 }
+
+#[tokio::test]
+async fn a_stripe_route_the_sandbox_does_not_serve_is_an_unrecognized_url_not_a_missing_object() {
+    let sb = spawn().await;
+    let (status, body) = sb
+        .get("/v1/customers/search?query=email%3A%27a%40b.c%27")
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        body["error"]["message"],
+        "Unrecognized request URL (GET: /v1/customers/search). Please see https://stripe.com/docs or we can help at https://support.stripe.com/."
+    );
+    assert!(
+        body["error"].get("param").is_none(),
+        "not a parameter error"
+    );
+    // An id in the same place is still a customer lookup.
+    let (status, body) = sb.get("/v1/customers/cus_nobody").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "resource_missing");
+}
+
+#[tokio::test]
+async fn every_answer_has_a_request_id_and_a_replay_names_the_original_request() {
+    let sb = spawn().await;
+    let send = || {
+        sb.http
+            .post(sb.url("/v1/customers"))
+            .bearer_auth(crate::support::KEY)
+            .header("idempotency-key", "orig-1")
+            .form(&[("email", "orig@example.com")])
+            .send()
+    };
+    let first = send().await.unwrap();
+    let first_id = first.headers()["request-id"].to_str().unwrap().to_owned();
+    assert!(first_id.starts_with("req_"));
+    assert!(first.headers().get("original-request").is_none());
+    let replay = send().await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.headers()["original-request"], first_id.as_str());
+    assert_ne!(
+        replay.headers()["request-id"],
+        first_id.as_str(),
+        "a replay is a request of its own"
+    );
+
+    let failed = sb
+        .http
+        .get(sb.url("/v1/teapots"))
+        .bearer_auth(crate::support::KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 404);
+    assert!(
+        failed.headers().contains_key("request-id"),
+        "errors have one too"
+    );
+}
+
+#[tokio::test]
+async fn stripe_version_must_be_the_one_the_sandbox_speaks() {
+    let sb = spawn().await;
+    let get = |version: &'static str| {
+        sb.http
+            .get(sb.url("/v1/customers"))
+            .bearer_auth(crate::support::KEY)
+            .header("stripe-version", version)
+            .send()
+    };
+    let ok = get(stripe_sandbox::API_VERSION).await.unwrap();
+    assert_eq!(ok.status(), 200);
+
+    let other = get("2024-06-20").await.unwrap();
+    assert_eq!(other.status(), 400);
+    let body: serde_json::Value = other.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Invalid Stripe API version: 2024-06-20"),
+        "{message}"
+    );
+    assert!(message.contains(stripe_sandbox::API_VERSION), "{message}");
+
+    let malformed = get("2019-2-19").await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    let body: serde_json::Value = malformed.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "Invalid Stripe API version: 2019-2-19"
+    );
+}
+
+#[tokio::test]
+async fn latency_with_jitter_varies_per_request_and_slow_requests_overlap() {
+    let sb = spawn().await;
+    let res = sb
+        .http
+        .post(sb.url("/_sandbox/faults"))
+        .json(&json!({ "latency_ms": 150, "latency_max_ms": 250 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let started = std::time::Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let req = sb
+            .http
+            .get(sb.url("/v1/customers"))
+            .bearer_auth(crate::support::KEY);
+        requests.spawn(async move { req.send().await.unwrap().status().as_u16() });
+    }
+    let answers: Vec<u16> = requests.join_all().await;
+    let elapsed = started.elapsed();
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    assert!(
+        elapsed >= std::time::Duration::from_millis(150),
+        "{elapsed:?}"
+    );
+    // Six requests in a row would take at least 900 ms; side by side they take one delay.
+    assert!(
+        elapsed < std::time::Duration::from_millis(800),
+        "slow requests queued behind one another: {elapsed:?}"
+    );
+    let res = sb
+        .http
+        .post(sb.url("/_sandbox/faults"))
+        .json(&json!({ "latency_ms": 300, "latency_max_ms": 100 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "a reversed range is refused");
+}

@@ -58,6 +58,7 @@ both_engines!(
     a_price_migration_moves_new_signups_then_existing_subscriptions,
     subscriptions_are_invisible_to_other_tenants,
     a_new_subscription_checkout_expires_the_older_one,
+    tax_checkouts_for_a_known_customer_pass_stripes_rules,
 );
 
 /// Several instances share one database only on PostgreSQL.

@@ -40,11 +40,22 @@ impl TestApp {
 
     /// Moves a clock to `to`, then waits until what that caused has been delivered and
     /// applied.
+    /// Advances a test clock and waits, as Stripe's clients must, until it is `ready`
+    /// again, then until what it caused has arrived and been applied.
     async fn advance(&self, clock: &str, to: i64) {
-        self.stripe(
-            &format!("/v1/test_helpers/test_clocks/{clock}/advance"),
-            Some(&[("frozen_time", &to.to_string())]),
-        )
+        let answer = self
+            .stripe(
+                &format!("/v1/test_helpers/test_clocks/{clock}/advance"),
+                Some(&[("frozen_time", &to.to_string())]),
+            )
+            .await;
+        assert_eq!(answer["status"], "advancing", "{answer}");
+        self.eventually("the test clock to be ready", || async {
+            let c = self
+                .stripe(&format!("/v1/test_helpers/test_clocks/{clock}"), None)
+                .await;
+            c["status"] == "ready" && c["frozen_time"] == to
+        })
         .await;
         self.settled().await;
     }
@@ -853,4 +864,31 @@ pub async fn a_new_subscription_checkout_expires_the_older_one(engine: Engine) {
         "one subscription"
     );
     assert!(t.access(&c, &plan).await);
+}
+
+/// Stripe refuses Checkout for a known customer with automatic tax unless the session may
+/// save the address it collects onto the customer (and tax ID collection unless it may
+/// save the name): Tollgate asks for both, so tax checkouts work for one-time purchases and
+/// subscriptions alike, and the subscription's renewals are taxed too.
+pub async fn tax_checkouts_for_a_known_customer_pass_stripes_rules(engine: Engine) {
+    let Some(t) = spawn(engine).await else { return };
+    let (plan, _) = t.plan("Taxed", 1200, "taxed_monthly").await;
+    let course = t.product("course", 3000, None).await;
+    let c = t.subscriber("taxpayer", None).await;
+    let one_time = t
+        .checkout(json!({ "customer": c, "product": course, "automatic_tax": true, "tax_id_collection": true }))
+        .await;
+    assert_eq!(t.pay(&one_time, "4242424242424242").await, 303);
+    t.eventually("the taxed purchase", || t.access(&c, &course))
+        .await;
+    let sub = t
+        .subscribe(
+            &c,
+            json!({ "price": "taxed_monthly", "automatic_tax": true, "tax_id_collection": true }),
+            "4242424242424242",
+        )
+        .await;
+    assert!(t.access(&c, &plan).await);
+    let stripe = t.stripe_sub(&sub).await;
+    assert_eq!(stripe["automatic_tax"]["enabled"], true, "{stripe}");
 }

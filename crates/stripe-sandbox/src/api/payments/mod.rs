@@ -1,9 +1,12 @@
-//! Money movement: payment methods from Stripe's test cards, payment intents and charges,
-//! refunds, and disputes.
+//! Money movement: payment methods from Stripe's test cards, payment intents and charges
+//! (here), refunds (`refunds`) and disputes (`disputes`).
+
+pub mod disputes;
+pub mod refunds;
 
 use serde_json::{Value, json};
 
-use super::{display_amount, list};
+use super::list;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, random_chars};
 use crate::world::{CardBehaviour, Decline, World};
@@ -21,13 +24,6 @@ pub fn test_card(number: &str) -> Result<(&'static str, &'static str, CardBehavi
             message: "Your card number is incorrect.",
         });
     }
-    let declines = |code, decline_code, message| {
-        CardBehaviour::Declines(Decline {
-            code,
-            decline_code: Some(decline_code),
-            message,
-        })
-    };
     let card = match digits.as_str() {
         "4242424242424242" => ("visa", "credit", CardBehaviour::Succeeds),
         "4000056655665556" => ("visa", "debit", CardBehaviour::Succeeds),
@@ -37,25 +33,25 @@ pub fn test_card(number: &str) -> Result<(&'static str, &'static str, CardBehavi
         "4000000000009995" => (
             "visa",
             "credit",
-            declines(
-                "card_declined",
-                "insufficient_funds",
-                "Your card has insufficient funds.",
-            ),
+            CardBehaviour::Declines(Decline::INSUFFICIENT_FUNDS),
         ),
         "4000000000000069" => (
             "visa",
             "credit",
-            declines("expired_card", "expired_card", "Your card has expired."),
+            CardBehaviour::Declines(Decline::EXPIRED_CARD),
         ),
         "4000000000000127" => (
             "visa",
             "credit",
-            declines(
-                "incorrect_cvc",
-                "incorrect_cvc",
-                "Your card's security code is incorrect.",
-            ),
+            CardBehaviour::Declines(Decline::INCORRECT_CVC),
+        ),
+        // Stripe's testing docs, Refunds and Disputes.
+        "4000000000005126" => ("visa", "credit", CardBehaviour::RefundFails),
+        "4000000000000259" => ("visa", "credit", CardBehaviour::Disputed("fraudulent")),
+        "4000000000002685" => (
+            "visa",
+            "credit",
+            CardBehaviour::Disputed("product_not_received"),
         ),
         "4000002500003155" => ("visa", "credit", CardBehaviour::Requires3ds),
         "4000000000000341" => ("visa", "credit", CardBehaviour::AttachThenFail),
@@ -253,7 +249,7 @@ pub fn charge(w: &mut World, pay: Payment) -> ApiResult<Outcome> {
     };
 
     let decline = match behaviour {
-        CardBehaviour::Succeeds => None,
+        CardBehaviour::Succeeds | CardBehaviour::RefundFails | CardBehaviour::Disputed(_) => None,
         CardBehaviour::Requires3ds if pay.off_session || pay.authenticated => None,
         CardBehaviour::Requires3ds => {
             let (pi, prev) = w.update(&pi_id, |pi| {
@@ -300,7 +296,7 @@ pub fn charge(w: &mut World, pay: Payment) -> ApiResult<Outcome> {
         "paid": decline.is_none(),
         "payment_intent": pi_id,
         "payment_method": pay.payment_method,
-        "payment_method_details": { "card": pm["card"], "type": "card" },
+        "payment_method_details": { "card": card_details(&pm["card"], decline.is_none().then_some(pay.amount), behaviour, pay.authenticated), "type": "card" },
         "receipt_email": null,
         "receipt_url": null,
         "refunded": false,
@@ -321,6 +317,11 @@ pub fn charge(w: &mut World, pay: Payment) -> ApiResult<Outcome> {
                 pi["last_payment_error"] = Value::Null;
             });
             w.emit("payment_intent.succeeded", &pi, Some(prev), pay.now);
+            // Stripe's dispute test cards (docs.stripe.com/testing, Disputes): the charge
+            // succeeds, then the cardholder disputes it.
+            if let CardBehaviour::Disputed(reason) = behaviour {
+                disputes::open_dispute(w, &charge_id, reason)?;
+            }
             Ok(Outcome::Succeeded(pi))
         }
         Some(d) => {
@@ -346,6 +347,54 @@ pub fn charge(w: &mut World, pay: Payment) -> ApiResult<Outcome> {
             Ok(Outcome::Failed(pi, error))
         }
     }
+}
+
+/// A charge's `payment_method_details.card`: what happened to this payment on the card (the
+/// schema `payment_method_details_card`), not the card's own fields as the payment method
+/// shows them.
+fn card_details(
+    card: &Value,
+    authorized: Option<i64>,
+    behaviour: CardBehaviour,
+    authenticated: bool,
+) -> Value {
+    let three_d_secure = if behaviour == CardBehaviour::Requires3ds && authenticated {
+        json!({
+            "authentication_flow": "challenge",
+            "electronic_commerce_indicator": "05",
+            "exemption_indicator": null,
+            "result": "authenticated",
+            "result_reason": null,
+            "transaction_id": random_chars(36),
+            "version": "2.2.0",
+        })
+    } else {
+        Value::Null
+    };
+    json!({
+        "amount_authorized": authorized,
+        "authorization_code": authorized.map(|_| random_chars(6).to_uppercase()),
+        "brand": card["brand"],
+        "checks": card["checks"],
+        "country": card["country"],
+        "exp_month": card["exp_month"],
+        "exp_year": card["exp_year"],
+        "extended_authorization": { "status": "disabled" },
+        "fingerprint": card["fingerprint"],
+        "funding": card["funding"],
+        "incremental_authorization": { "status": "unavailable" },
+        "installments": null,
+        "last4": card["last4"],
+        "mandate": null,
+        "multicapture": { "status": "unavailable" },
+        "network": card["brand"],
+        "network_token": { "used": false },
+        "network_transaction_id": authorized.map(|_| random_chars(15)),
+        "overcapture": { "maximum_amount_capturable": authorized.unwrap_or(0), "status": "unavailable" },
+        "regulated_status": card["regulated_status"],
+        "three_d_secure": three_d_secure,
+        "wallet": null,
+    })
 }
 
 /// Records a payment intent on an invoice as Stripe's Invoice Payments do: an
@@ -395,170 +444,7 @@ pub fn fail_authentication(w: &mut World, pi_id: &str, now: i64) -> ApiError {
     ApiError::invalid(message).with_code("payment_intent_authentication_failure")
 }
 
-pub fn create_refund(w: &mut World, p: &Value) -> ApiResult {
-    let charge_id = match (p["charge"].as_str(), p["payment_intent"].as_str()) {
-        (Some(ch), _) => w.fetch("charge", ch, "charge", "charge")?["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        (None, Some(pi)) => {
-            let intent = w.fetch("payment_intent", pi, "payment_intent", "payment_intent")?;
-            if intent["status"] != "succeeded" {
-                return Err(ApiError::param(
-                    "payment_intent",
-                    format!(
-                        "This PaymentIntent ({pi}) does not have a successful charge to refund."
-                    ),
-                ));
-            }
-            intent["latest_charge"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        }
-        (None, None) => {
-            return Err(ApiError::invalid(
-                "One of the following params should be provided for this request: payment_intent or charge.",
-            ));
-        }
-    };
-    let charge = w.fetch("charge", &charge_id, "charge", "charge")?;
-    if charge["status"] != "succeeded" {
-        return Err(ApiError::param(
-            "charge",
-            format!("Charge {charge_id} has not succeeded; it cannot be refunded."),
-        ));
-    }
-    if charge["disputed"] == true {
-        return Err(ApiError::invalid(format!(
-            "Charge {charge_id} has been charged back; cannot issue a refund."
-        ))
-        .with_code("charge_disputed"));
-    }
-    let amount = charge["amount"].as_i64().unwrap_or(0);
-    let refunded = charge["amount_refunded"].as_i64().unwrap_or(0);
-    let remaining = amount - refunded;
-    let currency = charge["currency"].as_str().unwrap_or("usd").to_owned();
-    if remaining <= 0 {
-        return Err(
-            ApiError::invalid(format!("Charge {charge_id} has already been refunded."))
-                .with_code("charge_already_refunded"),
-        );
-    }
-    let refund_amount = p["amount"].as_i64().unwrap_or(remaining);
-    if refund_amount <= 0 {
-        return Err(ApiError::param("amount", "Invalid positive integer"));
-    }
-    if refund_amount > remaining {
-        return Err(ApiError::param(
-            "amount",
-            format!(
-                "Refund amount ({}) is greater than unrefunded amount on charge ({})",
-                display_amount(refund_amount, &currency),
-                display_amount(remaining, &currency)
-            ),
-        ));
-    }
-    let customer = charge["customer"].as_str().map(str::to_owned);
-    let now = w.now_for_customer(customer.as_deref());
-    let refund = json!({
-        "id": new_id("re"),
-        "object": "refund",
-        "amount": refund_amount,
-        "balance_transaction": new_id("txn"),
-        "charge": charge_id,
-        "created": now,
-        "currency": currency,
-        "destination_details": { "card": { "reference_status": "pending", "reference_type": "acquirer_reference_number", "type": "refund" }, "type": "card" },
-        "metadata": p.get("metadata").cloned().unwrap_or(json!({})),
-        "payment_intent": charge["payment_intent"],
-        "reason": p.get("reason").cloned().unwrap_or(Value::Null),
-        "receipt_number": null,
-        "source_transfer_reversal": null,
-        "status": "succeeded",
-        "transfer_reversal": null,
-    });
-    let refund = w.insert(refund);
-    w.emit("refund.created", &refund, None, now);
-    let total = refunded + refund_amount;
-    let (charge, prev) = w.update(&charge_id, |c| {
-        c["amount_refunded"] = json!(total);
-        c["refunded"] = json!(total == amount);
-    });
-    w.emit("charge.refunded", &charge, Some(prev), now);
-    Ok(refund)
-}
-
-/// Raises a dispute on a charge (Stripe's test cards do this; here it is an admin route).
-pub fn open_dispute(w: &mut World, charge_id: &str, reason: &str) -> ApiResult {
-    let charge = w.fetch("charge", charge_id, "charge", "charge")?;
-    if charge["status"] != "succeeded" {
-        return Err(ApiError::invalid(format!(
-            "Charge {charge_id} did not succeed and cannot be disputed."
-        )));
-    }
-    if charge["disputed"] == true {
-        return Err(ApiError::invalid(format!(
-            "Charge {charge_id} is already disputed."
-        )));
-    }
-    let customer = charge["customer"].as_str().map(str::to_owned);
-    let now = w.now_for_customer(customer.as_deref());
-    let amount =
-        charge["amount"].as_i64().unwrap_or(0) - charge["amount_refunded"].as_i64().unwrap_or(0);
-    let dispute = json!({
-        "id": new_id("dp"),
-        "object": "dispute",
-        "amount": amount,
-        "balance_transactions": [],
-        "charge": charge_id,
-        "created": now,
-        "currency": charge["currency"],
-        "enhanced_eligibility_types": [],
-        "evidence": { "enhanced_evidence": {} },
-        "evidence_details": {
-            "due_by": now + 21 * 86_400,
-            "enhanced_eligibility": {},
-            "has_evidence": false,
-            "past_due": false,
-            "submission_count": 0,
-        },
-        "is_charge_refundable": false,
-        "livemode": false,
-        "metadata": {},
-        "payment_intent": charge["payment_intent"],
-        "reason": reason,
-        "status": "needs_response",
-    });
-    let dispute = w.insert(dispute);
-    w.update(charge_id, |c| c["disputed"] = json!(true));
-    w.emit("charge.dispute.created", &dispute, None, now);
-    Ok(dispute)
-}
-
-/// Closes a dispute as `lost` (what closing through the API means) or `won`.
-pub fn close_dispute(w: &mut World, id: &str, status: &str) -> ApiResult {
-    let dispute = w.fetch("dispute", id, "dispute", "dispute")?;
-    if matches!(dispute["status"].as_str(), Some("won" | "lost")) {
-        return Err(ApiError::invalid(format!(
-            "This dispute is already closed ({}).",
-            dispute["status"].as_str().unwrap_or_default()
-        )));
-    }
-    if !matches!(status, "won" | "lost") {
-        return Err(ApiError::param("status", "status must be won or lost"));
-    }
-    let charge = dispute["charge"].as_str().unwrap_or_default().to_owned();
-    let customer = w
-        .get(&charge)
-        .and_then(|c| c["customer"].as_str())
-        .map(str::to_owned);
-    let now = w.now_for_customer(customer.as_deref());
-    let (dispute, prev) = w.update(id, |d| d["status"] = json!(status));
-    w.emit("charge.dispute.closed", &dispute, Some(prev), now);
-    Ok(dispute)
-}
-
+/// `GET /v1/customers/{id}/payment_methods`.
 pub fn list_customer_payment_methods(w: &World, customer: &str, p: &Value) -> ApiResult {
     w.fetch("customer", customer, "customer", "customer")?;
     list(
@@ -569,6 +455,7 @@ pub fn list_customer_payment_methods(w: &World, customer: &str, p: &Value) -> Ap
     )
 }
 
+/// `GET /v1/payment_intents`.
 pub fn list_payment_intents(w: &World, p: &Value) -> ApiResult {
     list(
         w.all("payment_intent")
@@ -579,6 +466,7 @@ pub fn list_payment_intents(w: &World, p: &Value) -> ApiResult {
     )
 }
 
+/// `GET /v1/charges`.
 pub fn list_charges(w: &World, p: &Value) -> ApiResult {
     list(
         w.all("charge")
@@ -589,34 +477,6 @@ pub fn list_charges(w: &World, p: &Value) -> ApiResult {
                     .is_none_or(|c| x["payment_intent"] == c)
             }),
         "/v1/charges",
-        p,
-    )
-}
-
-pub fn list_refunds(w: &World, p: &Value) -> ApiResult {
-    list(
-        w.all("refund")
-            .filter(|x| p["charge"].as_str().is_none_or(|c| x["charge"] == c))
-            .filter(|x| {
-                p["payment_intent"]
-                    .as_str()
-                    .is_none_or(|c| x["payment_intent"] == c)
-            }),
-        "/v1/refunds",
-        p,
-    )
-}
-
-pub fn list_disputes(w: &World, p: &Value) -> ApiResult {
-    list(
-        w.all("dispute")
-            .filter(|x| p["charge"].as_str().is_none_or(|c| x["charge"] == c))
-            .filter(|x| {
-                p["payment_intent"]
-                    .as_str()
-                    .is_none_or(|c| x["payment_intent"] == c)
-            }),
-        "/v1/disputes",
         p,
     )
 }
