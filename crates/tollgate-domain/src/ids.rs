@@ -14,6 +14,7 @@
 //! | order item | `oi_` | | usage record | `ur_` |
 //! | booking | `bk_` | | price migration | `pmig_` |
 //! | purchase | `pur_` | | dispute | `dsp_` |
+//! | refund request | `rreq_` | | | |
 
 use std::fmt;
 
@@ -216,6 +217,8 @@ tollgate_ids! {
     PriceMigrationId, "pmig", "price migration";
     /// A dispute of a payment, as the ledger records it.
     DisputeId, "dsp", "dispute";
+    /// A refund asked for through the API, recorded before Stripe is asked.
+    RefundRequestId, "rreq", "refund request";
 }
 
 fn id_schema(description: &str, prefixes: &[&str]) -> utoipa::openapi::schema::Object {
@@ -386,6 +389,7 @@ mod tests {
             UsageRecordId::PREFIX,
             PriceMigrationId::PREFIX,
             DisputeId::PREFIX,
+            RefundRequestId::PREFIX,
         ] {
             assert!(
                 STRIPE_PREFIXES.iter().all(|(p, _)| *p != tollgate),

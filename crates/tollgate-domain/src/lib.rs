@@ -14,7 +14,7 @@ pub use ids::stripe::*;
 pub use ids::{
     ApiKeyId, BookingId, CouponId, CustomerId, DisputeId, EntitlementId, MeterId, OrderId,
     OrderItemId, PriceId, PriceMigrationId, ProductId, PromotionCodeId, PurchaseId, RefundId,
-    SubscriptionId, TenantId, UsageRecordId,
+    RefundRequestId, SubscriptionId, TenantId, UsageRecordId,
 };
 pub use ids::{IdError, random_token};
 pub use money::{Amount, Currency, Email, MoneyError};

@@ -138,6 +138,9 @@ impl RefundReason {
     }
 }
 
+string_enum!(/// A refund asked for through the API: recorded before Stripe is asked, then settled.
+    RefundRequestStatus { Pending = "pending", Succeeded = "succeeded", Failed = "failed" });
+
 string_enum!(/// An event booking's state.
     BookingStatus { Pending = "pending", Confirmed = "confirmed", Canceled = "canceled" });
 
@@ -299,6 +302,7 @@ mod tests {
         PaymentStatus::check_wire_names();
         RefundStatus::check_wire_names();
         DisputeStatus::check_wire_names();
+        RefundRequestStatus::check_wire_names();
         assert_eq!(
             PurchaseStatus::owned_sql(),
             "'completed', 'partially_refunded'"

@@ -5,6 +5,8 @@
 //!   its seats; one whose session expired without the expiry event arriving is settled from
 //!   Stripe's state of the session;
 //! - refunds of duplicate payments that failed earlier are tried again;
+//! - refunds asked for through the API and left pending (their request died, Stripe was
+//!   unavailable) are asked of Stripe again with the same key, and settle either way;
 //! - price migrations whose time has come move their subscriptions.
 
 use std::time::Duration;
@@ -77,6 +79,9 @@ pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
                 }
             }
         }
+    }
+    if let Err(e) = crate::usecases::refunds::resume_stale_requests(state, BATCH).await {
+        tracing::warn!(error = %e, "settling pending refunds failed; trying again next sweep");
     }
     for (tenant, order) in state.store.orders_with_unrefunded_duplicates(BATCH).await? {
         let tenant = state.store.tenant(&tenant).await?;

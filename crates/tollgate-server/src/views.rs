@@ -5,18 +5,18 @@
 
 use serde::Serialize;
 use tollgate_domain::status::{
-    BookingStatus, CheckoutMode, CouponDuration, InboxStatus, MigrationStatus, OrderStatus,
-    PauseBehavior, PaymentStatus, ProductKind, ProductStatus, PurchaseStatus, RecurringInterval,
-    RefundReason, SubscriptionStatus, UsageStatus,
+    BookingStatus, CheckoutMode, CouponDuration, DisputeStatus, InboxStatus, MigrationStatus,
+    OrderStatus, PauseBehavior, PaymentStatus, ProductKind, ProductStatus, PurchaseStatus,
+    RecurringInterval, RefundReason, SubscriptionStatus, UsageStatus,
 };
 use tollgate_domain::subscription::Change;
 use tollgate_domain::{
-    Amount, ApiKeyId, BookingId, CouponId, Currency, CustomerId, EntitlementId, OrderId,
+    Amount, ApiKeyId, BookingId, CouponId, Currency, CustomerId, DisputeId, EntitlementId, OrderId,
     OrderItemId, PriceId, PriceMigrationId, ProductId, PromotionCodeId, PurchaseId, RefundId,
-    StripeCheckoutSessionId, StripeCouponId, StripeCustomerId, StripeEventId, StripeInvoiceId,
-    StripePaymentIntentId, StripePriceId, StripeProductId, StripePromotionCodeId, StripeRefundId,
-    StripeSubscriptionId, StripeSubscriptionItemId, SubscriptionId, TenantId, Timestamp,
-    UsageRecordId,
+    StripeCheckoutSessionId, StripeCouponId, StripeCustomerId, StripeDisputeId, StripeEventId,
+    StripeInvoiceId, StripePaymentIntentId, StripePriceId, StripeProductId, StripePromotionCodeId,
+    StripeRefundId, StripeSubscriptionId, StripeSubscriptionItemId, SubscriptionId, TenantId,
+    Timestamp, UsageRecordId,
 };
 use tollgate_store::{
     ApiKey, Booking, Coupon, Customer, Discount, Entitlement, InboxEvent, Order, OrderItem,
@@ -347,7 +347,12 @@ pub struct RefundView {
     pub creator_payout: Amount,
     pub reason: Option<RefundReason>,
     pub stripe_refund_id: Option<StripeRefundId>,
+    /// When a lost dispute took the money back: the dispute.
+    pub stripe_dispute_id: Option<StripeDisputeId>,
     pub created_at: Timestamp,
+    /// When Stripe reported the refund failed: its money is the merchant's again, and it
+    /// no longer counts in the purchase's refunded amounts.
+    pub reversed_at: Option<Timestamp>,
 }
 
 impl RefundView {
@@ -361,7 +366,9 @@ impl RefundView {
             creator_payout: r.split.creator,
             reason: r.reason,
             stripe_refund_id: r.stripe_refund_id.clone(),
+            stripe_dispute_id: r.stripe_dispute_id.clone(),
             created_at: r.created_at,
+            reversed_at: r.reversed_at,
         }
     }
 }
@@ -431,6 +438,53 @@ impl PurchaseView {
             created_at: p.created_at,
             updated_at: p.updated_at,
             refunds: None,
+        }
+    }
+}
+
+/// A dispute of one of the tenant's payments.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DisputeView {
+    /// Always `dispute`.
+    pub object: &'static str,
+    pub id: DisputeId,
+    pub status: DisputeStatus,
+    /// Stripe's code for why the cardholder disputed (`fraudulent`, `product_not_received`, ...).
+    pub reason: String,
+    pub amount: Amount,
+    pub currency: Currency,
+    /// Stripe's dispute fee.
+    pub fee: Amount,
+    /// When evidence is due at Stripe.
+    pub evidence_due_at: Option<Timestamp>,
+    /// When the loss was written into the ledger (a lost dispute only).
+    pub loss_recorded_at: Option<Timestamp>,
+    /// The purchases the disputed payment paid for.
+    pub purchase_ids: Vec<PurchaseId>,
+    pub stripe_dispute_id: StripeDisputeId,
+    pub stripe_payment_intent_id: StripePaymentIntentId,
+    /// When the cardholder disputed.
+    pub disputed_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl DisputeView {
+    pub fn of(d: &tollgate_store::Dispute, purchase_ids: Vec<PurchaseId>) -> Self {
+        Self {
+            object: "dispute",
+            id: d.id.clone(),
+            status: d.status,
+            reason: d.reason.clone(),
+            amount: d.amount,
+            currency: d.currency.clone(),
+            fee: d.fee,
+            evidence_due_at: d.evidence_due_at,
+            loss_recorded_at: d.loss_recorded_at,
+            purchase_ids,
+            stripe_dispute_id: d.stripe_dispute_id.clone(),
+            stripe_payment_intent_id: d.stripe_payment_intent_id.clone(),
+            disputed_at: d.stripe_created_at,
+            updated_at: d.updated_at,
         }
     }
 }

@@ -72,7 +72,12 @@ pub async fn run_once(state: &AppState) -> Result<bool, StoreError> {
             }
             Err(e) => {
                 let reason = format!("{}: {}", e.code.as_str(), e.message);
-                match retry_at(event, e.is_transient()) {
+                match retry_at(
+                    event.received_at,
+                    event.attempts,
+                    e.is_transient(),
+                    Timestamp::now(),
+                ) {
                     Some(at) => {
                         tracing::warn!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, retry_at = %at, "event failed; will retry");
                         state.store.inbox_fail(event, &reason, Some(at)).await?;
@@ -98,15 +103,16 @@ pub async fn run_once(state: &AppState) -> Result<bool, StoreError> {
 /// When to try a failed event again: `None` makes it a dead letter. A permanent failure
 /// is dead at once; a transient one is retried with exponential backoff (from a second,
 /// capped at an hour) until three days after the event arrived.
-fn retry_at(event: &InboxEvent, transient: bool) -> Option<Timestamp> {
-    if !transient {
+fn retry_at(
+    received_at: Timestamp,
+    attempts: i64,
+    transient: bool,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    if !transient || now > received_at.plus(RETRY_FOR) {
         return None;
     }
-    let now = Timestamp::now();
-    if now > event.received_at.plus(RETRY_FOR) {
-        return None;
-    }
-    Some(now.plus(backoff(event.attempts)))
+    Some(now.plus(backoff(attempts)))
 }
 
 /// The wait after `attempts` tries: one second doubled each time, at most an hour.
@@ -126,5 +132,28 @@ mod tests {
         assert_eq!(backoff(12), MAX_BACKOFF);
         assert_eq!(backoff(i64::MAX), MAX_BACKOFF);
         assert_eq!(backoff(-5), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn transient_failures_retry_for_three_days_and_permanent_ones_die_at_once() {
+        let received = Timestamp::from_secs(1_000_000);
+        let day = 24 * 60 * 60;
+        // Early on: retried after the backoff for its attempts.
+        let soon = received.plus(Duration::from_secs(10));
+        assert_eq!(
+            retry_at(received, 3, true, soon),
+            Some(soon.plus(backoff(3)))
+        );
+        // Many attempts and hours later (a long outage, kill -9s): still retried.
+        let later = received.plus(Duration::from_secs(2 * day + 23 * 3600));
+        assert_eq!(
+            retry_at(received, 500, true, later),
+            Some(later.plus(MAX_BACKOFF))
+        );
+        // Past three days: a dead letter.
+        let after = received.plus(Duration::from_secs(3 * day + 1));
+        assert_eq!(retry_at(received, 4, true, after), None);
+        // A permanent failure never waits.
+        assert_eq!(retry_at(received, 0, false, soon), None);
     }
 }

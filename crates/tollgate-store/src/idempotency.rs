@@ -38,14 +38,15 @@ impl Store {
         let now = Timestamp::now();
         let until = now.plus(lock).secs();
         let inserted = db(sqlx::query(
-            "INSERT INTO idempotency_keys (scope, idempotency_key, request_hash, locked_until, created_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (scope, idempotency_key) DO NOTHING",
+            "INSERT INTO idempotency_keys (scope, idempotency_key, request_hash, locked_until, created_at, locked_by) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope, idempotency_key) DO NOTHING",
         )
         .bind(scope)
         .bind(key)
         .bind(request_hash)
         .bind(until)
         .bind(now.secs())
+        .bind(self.instance_id())
         .execute(&self.pool)
         .await)?
         .rows_affected()
@@ -54,7 +55,7 @@ impl Store {
             return Ok(IdempotencyOutcome::Proceed);
         }
         let Some(row) = db(sqlx::query(
-            "SELECT request_hash, status_code, response_body, locked_until FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2",
+            "SELECT request_hash, status_code, response_body, locked_until, locked_by FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2",
         )
         .bind(scope)
         .bind(key)
@@ -76,15 +77,23 @@ impl Store {
                 body: b,
             });
         }
-        // Unfinished: take it over if its holder's lock ran out (one taker wins the update).
+        // Unfinished: take it over if its holder died (its instance is gone) or its lock ran
+        // out; one taker wins the update.
+        let holder: Option<String> = db(row.try_get("locked_by"))?;
+        let dead_holder = match &holder {
+            Some(h) if !self.instance_alive(h).await? => h.clone(),
+            _ => String::new(),
+        };
         let taken = db(sqlx::query(
-            "UPDATE idempotency_keys SET locked_until = $3 WHERE scope = $1 AND idempotency_key = $2 \
-             AND status_code IS NULL AND locked_until < $4",
+            "UPDATE idempotency_keys SET locked_until = $3, locked_by = $6 WHERE scope = $1 AND idempotency_key = $2 \
+             AND status_code IS NULL AND (locked_until < $4 OR ($5 <> '' AND locked_by = $5))",
         )
         .bind(scope)
         .bind(key)
         .bind(until)
         .bind(now.secs())
+        .bind(&dead_holder)
+        .bind(self.instance_id())
         .execute(&self.pool)
         .await)?
         .rows_affected()

@@ -11,16 +11,19 @@ mod access;
 mod billing;
 mod catalog;
 mod customers;
+mod disputes;
 mod idempotency;
 mod inbox;
 mod orders;
 mod plans;
 mod purchases;
+mod refund_requests;
 mod subscriptions;
 mod tenants;
 mod usage;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -29,6 +32,7 @@ use sqlx::{AnyPool, ConnectOptions, Row};
 pub use billing::{Coupon, Discount, NewCoupon, NewPromotionCode, PriceMigration, PromotionCode};
 pub use catalog::{NewPrice, NewProduct, Price, Product, ProductUpdate, Recurring};
 pub use customers::{Customer, CustomerFilter};
+pub use disputes::{Dispute, DisputeRecord};
 pub use idempotency::{IDEMPOTENCY_RETENTION, IdempotencyOutcome};
 pub use inbox::{InboxEvent, InboxFilter, NewInboxEvent};
 pub use orders::{Booking, NewOrder, NewOrderItem, Order, OrderItem, StaleOrder};
@@ -37,6 +41,7 @@ pub use purchases::{
     Grant, GrantSource, GrantTarget, NewPurchase, Purchase, PurchaseFilter, RefundRecord,
     StripeRefund,
 };
+pub use refund_requests::{Opened, RefundRefusal, RefundRequest};
 pub use subscriptions::{Subscription, SubscriptionFilter, SubscriptionItem, SubscriptionRecord};
 pub use tenants::{
     ApiKey, DEFAULT_GRACE_PERIOD_DAYS, IssuedKey, NewTenant, PortalSettings, Tenant,
@@ -327,7 +332,22 @@ pub struct Store {
     pool: AnyPool,
     engine: Engine,
     url: String,
+    instance: Arc<Instance>,
 }
+
+/// This process, as other instances on the same database know it: an id, and on
+/// PostgreSQL a session-level advisory lock on that id, held on a connection of its own for
+/// as long as the process lives. The database drops the lock when the process dies (a kill
+/// -9, a crash, a lost host), so another instance can tell a live holder of a claim from a
+/// dead one at once.
+struct Instance {
+    id: String,
+    /// The connection holding the advisory lock (PostgreSQL only).
+    _holder: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
+}
+
+/// The advisory lock key of an instance id.
+const INSTANCE_LOCK: &str = "hashtextextended('tollgate-instance:' || $1, 0)";
 
 impl Store {
     /// Connects to `sqlite://path` (created if missing) or `postgres://...`.
@@ -360,7 +380,10 @@ impl Store {
                 Box::pin(async move {
                     if engine == Engine::Sqlite {
                         use sqlx::Executor;
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+                        // `synchronous = FULL`: a commit (an acknowledged webhook among
+                        // them) is on disk before it returns, surviving a power cut or an
+                        // OS crash, not only a process crash as NORMAL does in WAL mode.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
                             .await?;
                     }
                     Ok(())
@@ -369,7 +392,58 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self { pool, engine, url })
+        let id = tollgate_domain::random_token();
+        let holder = match engine {
+            Engine::Sqlite => None,
+            Engine::Postgres => {
+                let mut conn = db(pool.acquire().await)?.detach();
+                db(
+                    sqlx::query(&format!("SELECT pg_advisory_lock({INSTANCE_LOCK})"))
+                        .bind(&id)
+                        .execute(&mut conn)
+                        .await,
+                )?;
+                Some(tokio::sync::Mutex::new(conn))
+            }
+        };
+        Ok(Self {
+            pool,
+            engine,
+            url,
+            instance: Arc::new(Instance {
+                id,
+                _holder: holder,
+            }),
+        })
+    }
+
+    /// This process's instance id.
+    pub fn instance_id(&self) -> &str {
+        &self.instance.id
+    }
+
+    /// Whether the instance with this id is alive. SQLite serves one instance, so any other
+    /// id belongs to a process that has ended; on PostgreSQL the instance's advisory lock
+    /// says (taking it for the length of a transaction succeeds only if its holder is gone).
+    pub async fn instance_alive(&self, id: &str) -> Result<bool> {
+        if id == self.instance.id {
+            return Ok(true);
+        }
+        match self.engine {
+            Engine::Sqlite => Ok(false),
+            Engine::Postgres => {
+                let mut tx = db(self.pool.begin().await)?;
+                let free: bool = db(sqlx::query(&format!(
+                    "SELECT pg_try_advisory_xact_lock({INSTANCE_LOCK}) AS free"
+                ))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|r| r.try_get("free")))?;
+                db(tx.commit().await)?;
+                Ok(!free)
+            }
+        }
     }
 
     /// Applies the embedded migrations (idempotent).

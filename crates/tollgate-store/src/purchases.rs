@@ -131,7 +131,11 @@ pub struct RefundRecord {
     pub split: Split,
     pub reason: Option<RefundReason>,
     pub stripe_refund_id: Option<StripeRefundId>,
+    /// When a lost dispute took the money back, the dispute.
+    pub stripe_dispute_id: Option<tollgate_domain::StripeDisputeId>,
     pub created_at: Timestamp,
+    /// When Stripe reported the refund failed: its money is the merchant's again.
+    pub reversed_at: Option<Timestamp>,
 }
 
 /// A refund Stripe reports for a payment, to be recorded if it is not yet.
@@ -141,6 +145,8 @@ pub struct StripeRefund {
     pub amount: Amount,
     /// The purchase it was made for, when Tollgate made it (its metadata says so).
     pub purchase: Option<PurchaseId>,
+    /// It took, or is on its way (`false`: failed or canceled, and undone if recorded).
+    pub counts: bool,
 }
 
 /// What a grant opens: a product, or a named feature of a plan.
@@ -552,7 +558,7 @@ impl Store {
         Ok((self.purchase(tenant, purchase).await?, changes))
     }
 
-    async fn lock_purchase(
+    pub(crate) async fn lock_purchase(
         &self,
         tx: &mut Tx<'_>,
         tenant: &TenantId,
@@ -605,6 +611,19 @@ impl Store {
         let mut touched = false;
         for refund in refunds {
             let refund_id = refund.id.as_str();
+            if !refund.counts {
+                // Stripe gave up on it: what was recorded of it is undone.
+                if reverse_refund(&mut tx, tenant, refund_id).await? {
+                    crate::refund_requests::fail_requests_of_refund(&mut tx, refund_id).await?;
+                    for slot in purchases.iter_mut() {
+                        *slot = self
+                            .lock_purchase(&mut tx, tenant, &slot.id.clone())
+                            .await?;
+                    }
+                    touched = true;
+                }
+                continue;
+            }
             if refund_recorded(&mut tx, refund_id).await? {
                 continue;
             }
@@ -668,6 +687,94 @@ impl Store {
         ))
     }
 
+    /// Links the tenant's guest purchases made with `email` (any case) to a customer, with
+    /// their orders and bookings: the tenant vouches that the customer owns the address.
+    /// A guest purchase of a product the customer owns already stays a guest's (the unique
+    /// rule of one owned purchase per customer and product holds). Answers the purchases
+    /// linked.
+    pub async fn link_guest_purchases(
+        &self,
+        tenant: &TenantId,
+        customer: &CustomerId,
+        email: &Email,
+    ) -> Result<(Vec<Purchase>, AccessChanges)> {
+        let mut tx = self.begin().await?;
+        // Completions of the customer's orders take turns with this (see complete_order).
+        db(sqlx::query(&format!(
+            "SELECT id FROM customers WHERE tenant_id = $1 AND id = $2{}",
+            self.for_update()
+        ))
+        .bind(tenant.as_str())
+        .bind(customer.as_str())
+        .fetch_optional(&mut *tx)
+        .await)?
+        .ok_or(StoreError::NotFound)?;
+        let rows = db(sqlx::query(&format!(
+            "SELECT {COLUMNS}, exclusive FROM purchases WHERE tenant_id = $1 AND customer_id IS NULL \
+             AND lower(email) = lower($2) ORDER BY created_at, id{}",
+            self.for_update()
+        ))
+        .bind(tenant.as_str())
+        .bind(email.as_str())
+        .fetch_all(&mut *tx)
+        .await)?;
+        let now = Timestamp::now().secs();
+        let mut linked = Vec::new();
+        for row in &rows {
+            let p = db(Purchase::from_row(row))?;
+            let exclusive = db(crate::flag_col(row, "exclusive"))?;
+            if exclusive && p.status.is_owned() {
+                let owned = db(sqlx::query(&format!(
+                    "SELECT id FROM purchases WHERE tenant_id = $1 AND customer_id = $2 AND product_id = $3 \
+                     AND status IN ({}) AND exclusive = 1",
+                    PurchaseStatus::owned_sql()
+                ))
+                .bind(tenant.as_str())
+                .bind(customer.as_str())
+                .bind(p.product_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await)?
+                .is_some();
+                if owned {
+                    continue;
+                }
+            }
+            db(sqlx::query(
+                "UPDATE purchases SET customer_id = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(p.id.as_str())
+            .bind(customer.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await)?;
+            for table in ["orders", "bookings"] {
+                let column = if table == "orders" { "id" } else { "order_id" };
+                db(sqlx::query(&format!(
+                    "UPDATE {table} SET customer_id = $3, updated_at = $4 WHERE tenant_id = $1 AND {column} = $2 AND customer_id IS NULL"
+                ))
+                .bind(tenant.as_str())
+                .bind(p.order_id.as_str())
+                .bind(customer.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await)?;
+            }
+            linked.push(p.id);
+        }
+        let mut changes = AccessChanges::none();
+        if !linked.is_empty() {
+            self.notify_access_in(&mut tx, tenant, customer).await?;
+            changes.add(tenant, customer);
+        }
+        db(tx.commit().await)?;
+        let mut out = Vec::with_capacity(linked.len());
+        for id in &linked {
+            out.push(self.purchase(tenant, id).await?);
+        }
+        Ok((out, changes))
+    }
+
     /// Freezes (`disputed = true`) or thaws the purchases paid by a payment intent.
     pub async fn set_disputed(
         &self,
@@ -711,8 +818,8 @@ impl Store {
         purchase: &PurchaseId,
     ) -> Result<Vec<RefundRecord>> {
         let rows = db(sqlx::query(
-            "SELECT id, purchase_id, amount, platform_fee, organization_fee, creator_payout, reason, stripe_refund_id, created_at \
-             FROM refunds WHERE tenant_id = $1 AND purchase_id = $2 ORDER BY created_at, id",
+            "SELECT id, purchase_id, amount, platform_fee, organization_fee, creator_payout, reason, stripe_refund_id, \
+             stripe_dispute_id, created_at, reversed_at FROM refunds WHERE tenant_id = $1 AND purchase_id = $2 ORDER BY created_at, id",
         )
         .bind(tenant.as_str())
         .bind(purchase.as_str())
@@ -741,7 +848,13 @@ impl Store {
                                 None => s,
                             })
                             .map(StripeRefundId::from_db),
+                        stripe_dispute_id: opt_id_col(
+                            r,
+                            "stripe_dispute_id",
+                            tollgate_domain::StripeDisputeId::from_db,
+                        )?,
                         created_at: ts_col(r, "created_at")?,
+                        reversed_at: opt_ts_col(r, "reversed_at")?,
                     })
                 })())
             })
@@ -852,7 +965,7 @@ impl Store {
 }
 
 /// True when a Stripe refund id is recorded already (call with the purchase locked).
-async fn refund_recorded(tx: &mut Tx<'_>, stripe_refund_id: &str) -> Result<bool> {
+pub(crate) async fn refund_recorded(tx: &mut Tx<'_>, stripe_refund_id: &str) -> Result<bool> {
     Ok(db(sqlx::query(
         "SELECT id FROM refunds WHERE stripe_refund_id = $1 OR stripe_refund_id LIKE $2",
     )
@@ -863,13 +976,76 @@ async fn refund_recorded(tx: &mut Tx<'_>, stripe_refund_id: &str) -> Result<bool
     .is_some())
 }
 
+/// Undoes the records of a Stripe refund that failed (each purchase it touched gets its
+/// share back, its split restored); `false` when there was nothing to undo. Call with the
+/// purchases locked.
+async fn reverse_refund(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    stripe_refund_id: &str,
+) -> Result<bool> {
+    let rows = db(sqlx::query(
+        "SELECT id, purchase_id, amount, platform_fee, organization_fee, creator_payout FROM refunds \
+         WHERE tenant_id = $1 AND (stripe_refund_id = $2 OR stripe_refund_id LIKE $3) AND reversed_at IS NULL",
+    )
+    .bind(tenant.as_str())
+    .bind(stripe_refund_id)
+    .bind(format!("{stripe_refund_id}#%"))
+    .fetch_all(&mut **tx)
+    .await)?;
+    let now = Timestamp::now().secs();
+    for r in &rows {
+        let purchase = db(id_col(r, "purchase_id", PurchaseId::from_db))?;
+        let amount: i64 = db(r.try_get("amount"))?;
+        // Back to what it was before: owned if anything is left unrefunded, a duplicate
+        // payment stays failed.
+        db(sqlx::query(
+            "UPDATE purchases SET refunded_amount = refunded_amount - $3, refunded_platform_fee = refunded_platform_fee - $4, \
+             refunded_organization_fee = refunded_organization_fee - $5, refunded_creator_payout = refunded_creator_payout - $6, \
+             status = CASE WHEN status = 'failed' THEN 'failed' \
+                           WHEN refunded_amount - $3 = 0 THEN 'completed' ELSE 'partially_refunded' END, \
+             updated_at = $7 WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(purchase.as_str())
+        .bind(amount)
+        .bind(db(r.try_get::<i64, _>("platform_fee"))?)
+        .bind(db(r.try_get::<i64, _>("organization_fee"))?)
+        .bind(db(r.try_get::<i64, _>("creator_payout"))?)
+        .bind(now)
+        .execute(&mut **tx)
+        .await)?;
+        db(
+            sqlx::query("UPDATE refunds SET reversed_at = $2 WHERE id = $1")
+                .bind(db(r.try_get::<String, _>("id"))?)
+                .bind(now)
+                .execute(&mut **tx)
+                .await,
+        )?;
+    }
+    Ok(!rows.is_empty())
+}
+
 /// Applies one refund to a purchase read under lock.
-async fn apply_refund(
+pub(crate) async fn apply_refund(
     tx: &mut Tx<'_>,
     p: &Purchase,
     amount: Amount,
     reason: Option<RefundReason>,
     stripe_refund_id: &str,
+) -> Result<()> {
+    take_back(tx, p, amount, reason, Some(stripe_refund_id), None).await
+}
+
+/// Takes money back from a purchase read under lock (a refund, or a lost dispute): the
+/// split reversed in proportion, the status updated, and a ledger row recorded.
+pub(crate) async fn take_back(
+    tx: &mut Tx<'_>,
+    p: &Purchase,
+    amount: Amount,
+    reason: Option<RefundReason>,
+    stripe_refund_id: Option<&str>,
+    stripe_dispute_id: Option<&str>,
 ) -> Result<()> {
     let taken = p
         .remaining_split()?
@@ -905,8 +1081,8 @@ async fn apply_refund(
     .execute(&mut **tx)
     .await)?;
     db(sqlx::query(
-        "INSERT INTO refunds (id, tenant_id, purchase_id, amount, platform_fee, organization_fee, creator_payout, reason, stripe_refund_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO refunds (id, tenant_id, purchase_id, amount, platform_fee, organization_fee, creator_payout, reason, \
+         stripe_refund_id, created_at, stripe_dispute_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(RefundId::generate().as_str())
     .bind(p.tenant_id.as_str())
@@ -918,6 +1094,7 @@ async fn apply_refund(
     .bind(reason.map(|r| r.as_str()))
     .bind(stripe_refund_id)
     .bind(now)
+    .bind(stripe_dispute_id)
     .execute(&mut **tx)
     .await)?;
     Ok(())

@@ -112,7 +112,36 @@ both_engines!(
     usage_is_recorded_once_per_key_and_each_record_is_claimed_by_one_reporter,
     two_orders_for_one_product_completed_at_once_make_one_purchase_and_one_duplicate,
     a_check_violation_or_a_nul_byte_is_refused_not_a_database_error,
+    every_connection_commits_to_disk_before_answering,
 );
+
+/// Item: what is acknowledged must be durable. On SQLite every pooled connection runs
+/// with `synchronous = FULL` (2); on PostgreSQL ordinary transactions keep
+/// `synchronous_commit = on`.
+async fn every_connection_commits_to_disk_before_answering(store: Store) {
+    // Hold several connections at once so the check is not made on one connection only.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = store.pool().acquire().await.unwrap();
+        match store.engine() {
+            Engine::Sqlite => {
+                let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                assert_eq!(level, 2, "SQLite connection not at synchronous = FULL");
+            }
+            Engine::Postgres => {
+                let level: String = sqlx::query_scalar("SHOW synchronous_commit")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                assert_eq!(level, "on");
+            }
+        }
+        held.push(conn);
+    }
+}
 
 fn amount(minor_units: i64) -> Amount {
     Amount::new(minor_units).unwrap()
@@ -682,6 +711,7 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
         id: re("re_ext"),
         amount: amount(800),
         purchase: None,
+        counts: true,
     }];
     let (list, changes) = store
         .record_external_refunds(&t, &pi("pi_cart"), &external, None)
@@ -1171,6 +1201,7 @@ async fn one_stripe_refund_recorded_by_the_api_and_the_worker_at_once_counts_onc
                             id: refund,
                             amount: amount(100),
                             purchase: Some(id),
+                            counts: true,
                         }],
                         None,
                     )

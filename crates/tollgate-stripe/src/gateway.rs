@@ -240,7 +240,19 @@ pub struct DisputeInfo {
     /// Stripe's code for why the cardholder disputed (`fraudulent`, `product_not_received`, ...).
     pub reason: String,
     pub evidence_due_by: Option<Timestamp>,
+    /// Stripe's dispute fee (what its balance transactions took beyond the amount).
+    pub fee: Amount,
     pub created: Timestamp,
+}
+
+/// Whether a payment can still succeed, as its payment intent says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    Succeeded,
+    /// Still under way (an asynchronous method, a step for the payer).
+    Pending,
+    /// It failed or was canceled: nothing will be paid on it.
+    Failed,
 }
 
 #[derive(Debug, Clone)]
@@ -544,6 +556,11 @@ impl Gateway {
                     currency: map::currency(&d.currency, &of)?,
                     reason: d.reason.clone(),
                     evidence_due_by: d.evidence_details.due_by.map(map::ts),
+                    fee: map::amount(
+                        d.balance_transactions.iter().map(|b| b.fee).sum(),
+                        "fee",
+                        &of,
+                    )?,
                     created: map::ts(d.created),
                 });
             }
@@ -551,6 +568,27 @@ impl Gateway {
                 return Ok(out);
             }
         }
+    }
+
+    /// Whether a payment succeeded, is under way, or failed.
+    pub async fn payment_outcome(&self, id: &StripePaymentIntentId) -> Result<PaymentOutcome> {
+        let pi = stripe_core::payment_intent::RetrievePaymentIntent::new(id.as_str())
+            .send(&self.client)
+            .await?;
+        use stripe_shared::PaymentIntentStatus as S;
+        Ok(match pi.status {
+            S::Succeeded => PaymentOutcome::Succeeded,
+            S::Canceled | S::RequiresPaymentMethod => PaymentOutcome::Failed,
+            S::Processing | S::RequiresAction | S::RequiresCapture | S::RequiresConfirmation => {
+                PaymentOutcome::Pending
+            }
+            other => {
+                return Err(GatewayError::Undecodable(format!(
+                    "payment intent {id} has status '{}' that Tollgate does not know",
+                    other.as_str()
+                )));
+            }
+        })
     }
 
     /// Updates a product's name, description and whether it can be bought.

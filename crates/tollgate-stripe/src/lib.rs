@@ -15,6 +15,6 @@ pub use billing::{
 
 pub use gateway::{
     CheckoutLine, CheckoutRequest, CreatedSession, DisputeInfo, Gateway, GatewayError, Metadata,
-    NewStripePrice, Payer, RefundInfo, SessionLine, SessionState,
+    NewStripePrice, Payer, PaymentOutcome, RefundInfo, SessionLine, SessionState,
 };
 pub use webhook::{VerifyError, WebhookEnvelope, parse_envelope, verify_signature};

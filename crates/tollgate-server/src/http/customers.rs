@@ -12,13 +12,36 @@ use utoipa_axum::routes;
 use super::{Answer, Json, PathParam, Query, TenantExt, id, limit};
 use crate::state::AppState;
 use crate::usecases::{customers, portal};
-use crate::views::{CustomerView, List, PortalSessionView};
+use crate::views::{CustomerView, List, PortalSessionView, PurchaseView};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_or_create, list_customers))
         .routes(routes!(retrieve))
         .routes(routes!(portal_session))
+        .routes(routes!(claim_guest_purchases))
+}
+
+/// Links the tenant's guest purchases made with an email address the tenant has verified
+/// to be the customer's: they become the customer's, and access follows. A guest purchase
+/// of a product the customer owns already stays a guest's.
+#[utoipa::path(post, path = "/v1/customers/{id}/claim_guest_purchases", tag = "customers",
+    params(("id" = CustomerId, Path, description = "The customer's id")),
+    request_body = customers::GuestClaimInput,
+    responses((status = 200, description = "The purchases linked", body = List<PurchaseView>)))]
+async fn claim_guest_purchases(
+    State(state): State<AppState>,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+    Json(input): Json<customers::GuestClaimInput>,
+) -> Answer<List<PurchaseView>> {
+    let cid = id("id", &raw, CustomerId::parse)?;
+    let linked = customers::claim_guest_purchases(&state, &tenant, &cid, input).await?;
+    Ok(axum::Json(List::new(
+        linked.iter().map(PurchaseView::of).collect(),
+        false,
+        format!("/v1/customers/{cid}/claim_guest_purchases"),
+    )))
 }
 
 /// Get-or-create a customer by `external_user_id`: one customer, and one Stripe

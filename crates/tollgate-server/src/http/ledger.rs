@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use serde::Deserialize;
-use tollgate_domain::status::PurchaseStatus;
-use tollgate_domain::{CustomerId, OrderId, ProductId, PurchaseId};
+use tollgate_domain::status::{DisputeStatus, PurchaseStatus};
+use tollgate_domain::{CustomerId, DisputeId, OrderId, ProductId, PurchaseId};
 use tollgate_store::{PurchaseFilter, StoreError};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,7 +13,9 @@ use super::{Answer, Json, PathParam, Query, TenantExt, id, limit};
 use crate::error::{Code, Error};
 use crate::state::AppState;
 use crate::usecases::refunds::{self, RefundInput};
-use crate::views::{BookingView, List, OrderView, PurchasePage, PurchaseView, RefundView};
+use crate::views::{
+    BookingView, DisputeView, List, OrderView, PurchasePage, PurchaseView, RefundView,
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -22,6 +24,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(refund))
         .routes(routes!(list_orders))
         .routes(routes!(retrieve_order))
+        .routes(routes!(list_disputes))
+        .routes(routes!(retrieve_dispute))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -174,12 +178,94 @@ async fn retrieve(
 async fn refund(
     State(state): State<AppState>,
     tenant: TenantExt,
+    headers: axum::http::HeaderMap,
     PathParam(raw): PathParam,
     Json(input): Json<RefundInput>,
 ) -> Answer<PurchaseView> {
     let pid = id("id", &raw, PurchaseId::parse)?;
-    let after = refunds::refund_purchase(&state, &tenant, &pid, input).await?;
+    // The key names the refund itself, beyond this request: a retry after an unknown
+    // outcome resumes the same refund rather than asking Stripe for another.
+    let key = headers.get("idempotency-key").and_then(|k| k.to_str().ok());
+    let after = refunds::refund_purchase(&state, &tenant, &pid, input, key).await?;
     Ok(axum::Json(PurchaseView::of(&after)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DisputeQuery {
+    status: Option<DisputeStatus>,
+    /// 1 to 100 (default 10).
+    limit: Option<i64>,
+    /// A dispute id: the page after it.
+    #[param(value_type = Option<DisputeId>)]
+    starting_after: Option<String>,
+}
+
+/// Disputes of the tenant's payments, newest first.
+#[utoipa::path(get, path = "/v1/disputes", tag = "ledger", params(DisputeQuery),
+    responses((status = 200, description = "A page of disputes", body = List<DisputeView>)))]
+async fn list_disputes(
+    State(state): State<AppState>,
+    tenant: TenantExt,
+    Query(q): Query<DisputeQuery>,
+) -> Answer<List<DisputeView>> {
+    let limit = limit(q.limit)?;
+    let after = q
+        .starting_after
+        .as_deref()
+        .map(|s| id("starting_after", s, DisputeId::parse))
+        .transpose()?;
+    let mut rows = match state
+        .store
+        .list_disputes(&tenant.id, q.status, limit + 1, after.as_ref())
+        .await
+    {
+        Ok(r) => r,
+        Err(StoreError::NotFound) => {
+            return Err(Error::not_found(
+                "dispute",
+                q.starting_after.as_deref().unwrap_or_default(),
+            )
+            .with_param("starting_after"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let mut data = Vec::with_capacity(rows.len());
+    for d in &rows {
+        data.push(dispute_view(&state, &tenant, d).await?);
+    }
+    Ok(axum::Json(List::new(data, has_more, "/v1/disputes")))
+}
+
+async fn dispute_view(
+    state: &AppState,
+    tenant: &TenantExt,
+    d: &tollgate_store::Dispute,
+) -> crate::error::Result<DisputeView> {
+    let purchases = state
+        .store
+        .purchases_for_payment_intent(&tenant.id, &d.stripe_payment_intent_id)
+        .await?;
+    Ok(DisputeView::of(
+        d,
+        purchases.iter().map(|p| p.id.clone()).collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/disputes/{id}", tag = "ledger",
+    params(("id" = DisputeId, Path, description = "The dispute's id")),
+    responses((status = 200, description = "The dispute", body = DisputeView)))]
+async fn retrieve_dispute(
+    State(state): State<AppState>,
+    tenant: TenantExt,
+    PathParam(raw): PathParam,
+) -> Answer<DisputeView> {
+    let did = id("id", &raw, DisputeId::parse)?;
+    let d = crate::usecases::disputes::find(&state, &tenant, &did).await?;
+    Ok(axum::Json(dispute_view(&state, &tenant, &d).await?))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -20,6 +20,7 @@ mod usage;
 
 mod webhooks;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::Router;
@@ -75,6 +76,10 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(webhooks::router())
         .split_for_parts();
     let api = openapi::finish(api);
+    let router = router.route_layer(middleware::from_fn_with_state(
+        Arc::new(QueryParams::of(&api)),
+        refuse_unknown_query,
+    ));
     let document = Arc::new(serde_json::to_vec(&api).unwrap_or_default());
     let router = router
         .route(
@@ -101,6 +106,74 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
     (router, api)
+}
+
+/// The query parameters each operation of the OpenAPI document declares, by method and
+/// route template.
+struct QueryParams(HashMap<(Method, String), HashSet<String>>);
+
+impl QueryParams {
+    fn of(api: &utoipa::openapi::OpenApi) -> Self {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::path::ParameterIn;
+        let mut known = HashMap::new();
+        for (path, item) in &api.paths.paths {
+            let operations = [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::DELETE, &item.delete),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+            ];
+            for (method, op) in operations {
+                let Some(op) = op else { continue };
+                let names = op
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| match p {
+                        RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Query) => {
+                            Some(p.name.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                known.insert((method, path.clone()), names);
+            }
+        }
+        Self(known)
+    }
+}
+
+/// Refuses a query parameter the route does not declare, with 400 `parameter_unknown`
+/// naming it, on every route (those without a query string too): a typo such as
+/// `?customer_id=` must not silently widen a list to every record.
+async fn refuse_unknown_query(
+    State(known): State<Arc<QueryParams>>,
+    matched: axum::extract::MatchedPath,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(query) = req.uri().query().filter(|q| !q.is_empty()) {
+        // HEAD is answered by the GET route.
+        let method = match req.method() {
+            &Method::HEAD => Method::GET,
+            m => m.clone(),
+        };
+        let allowed = known.0.get(&(method, matched.as_str().to_owned()));
+        for (name, _) in form_urlencoded::parse(query.as_bytes()) {
+            if !allowed.is_some_and(|a| a.contains(name.as_ref())) {
+                let name: String = name.chars().filter(|c| !c.is_control()).take(100).collect();
+                return Error::invalid(
+                    &name,
+                    Code::ParameterUnknown,
+                    format!("This request takes no parameter {name}."),
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(req).await
 }
 
 /// The router alone.

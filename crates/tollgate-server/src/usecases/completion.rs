@@ -7,6 +7,7 @@ use tollgate_domain::status::{
 };
 use tollgate_domain::{OrderId, StripeCheckoutSessionId};
 use tollgate_store::{InboxEvent, NewPurchase, Order, Purchase, StoreError, Subscription, Tenant};
+use tollgate_stripe::PaymentOutcome;
 
 use super::subscriptions::{Synced, sync_subscription};
 use super::{disputes, metadata, refunds};
@@ -97,6 +98,21 @@ pub async fn complete_from_stripe(
             state
                 .store
                 .close_order(t, &order.id, OrderStatus::Expired, None)
+                .await?;
+        } else if session.status == SessionStatus::Complete
+            && let Some(pi) = &session.payment_intent
+            && state.stripe.payment_outcome(pi).await? == PaymentOutcome::Failed
+        {
+            // A completed session left unpaid: an asynchronous payment that failed, as its
+            // payment intent (not an event's word) says.
+            state
+                .store
+                .close_order(
+                    t,
+                    &order.id,
+                    OrderStatus::Failed,
+                    Some("the payment failed"),
+                )
                 .await?;
         }
         let order = state.store.order(t, &order.id).await?;

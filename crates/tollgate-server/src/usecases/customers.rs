@@ -62,6 +62,37 @@ pub async fn get_or_create(
     Ok((customer, created))
 }
 
+/// What linking guest purchases asks for.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GuestClaimInput {
+    /// An email address the tenant has verified belongs to the customer.
+    pub email: String,
+}
+
+/// Links the tenant's guest purchases made with an email address the tenant has verified
+/// to be the customer's: the purchases (with their orders and bookings) become the
+/// customer's, and access follows. A guest purchase of a product the customer owns
+/// already stays a guest's. Answers the purchases linked.
+pub async fn claim_guest_purchases(
+    state: &AppState,
+    tenant: &Tenant,
+    id: &CustomerId,
+    input: GuestClaimInput,
+) -> Result<Vec<tollgate_store::Purchase>> {
+    let customer = find(state, tenant, id, None).await?;
+    let email = email("email", &input.email)?;
+    let (linked, changes) = state
+        .store
+        .link_guest_purchases(&tenant.id, &customer.id, &email)
+        .await?;
+    state.apply(changes).await;
+    if !linked.is_empty() {
+        tracing::info!(tenant = %tenant.id, customer = %customer.id, purchases = linked.len(), "guest purchases linked to a customer");
+    }
+    Ok(linked)
+}
+
 /// One of the tenant's customers; 404 naming `param` when there is none.
 pub async fn find(
     state: &AppState,

@@ -1,20 +1,24 @@
-//! Refunds: asked for through the API (one at a time per purchase), or made in Stripe and
-//! learnt of from its events; either way recorded once per Stripe refund.
+//! Refunds: asked for through the API (recorded as a request before Stripe is asked, so
+//! money moves once), or made in Stripe and learnt of from its events; either way recorded
+//! once per Stripe refund, and undone if Stripe later reports it failed.
 
 use std::time::Duration;
 
 use serde::Deserialize;
-use tollgate_domain::status::RefundReason;
-use tollgate_domain::{Amount, PurchaseId, StripePaymentIntentId};
-use tollgate_store::{InboxEvent, Purchase, StoreError, StripeRefund, Tenant};
+use tollgate_domain::status::{RefundReason, RefundRequestStatus};
+use tollgate_domain::{Amount, PurchaseId, StripePaymentIntentId, Timestamp};
+use tollgate_store::{
+    InboxEvent, Opened, Purchase, RefundRefusal, RefundRequest, StoreError, StripeRefund, Tenant,
+};
 use utoipa::ToSchema;
 
 use super::metadata;
 use crate::error::{Code, Error, Result};
 use crate::state::AppState;
 
-/// How long a refund holds its purchase's lease while it talks to Stripe.
-const REFUND_LEASE: Duration = Duration::from_secs(60);
+/// A pending request untouched this long is asked again by the sweep (its request died,
+/// or Stripe was unavailable).
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
 
 /// A refund as the API takes it.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -35,17 +39,20 @@ pub async fn find(state: &AppState, tenant: &Tenant, id: &PurchaseId) -> Result<
     }
 }
 
-/// Refunds a purchase in full or in part through Stripe, then records it. Refunds of one
-/// purchase run one at a time (a lease on the purchase), and each first records whatever
-/// Stripe already refunded on the payment, so the amount left is never overstated.
+/// Refunds a purchase in full or in part, moving money once whatever crashes, timeouts
+/// and retries happen: the refund is recorded as a pending request first (holding its
+/// amount), and Stripe is asked with the request's id as the idempotency key. The same
+/// `idempotency_key` again finds the same request: a retry after a lost answer or a crash
+/// resumes it rather than asking for a second refund, and a refund that went through
+/// answers with the purchase as it is now.
 pub async fn refund_purchase(
     state: &AppState,
     tenant: &Tenant,
     id: &PurchaseId,
     input: RefundInput,
+    idempotency_key: Option<&str>,
 ) -> Result<Purchase> {
     let t = &tenant.id;
-    // Checks that need no lease, so that a bad request is answered as such.
     let purchase = find(state, tenant, id).await?;
     if input.amount.is_some_and(Amount::is_zero) {
         return Err(Error::param(
@@ -61,82 +68,111 @@ pub async fn refund_purchase(
             "reason must be duplicate, fraudulent or requested_by_customer.",
         ));
     }
-    if !state
+    if let Some(pi) = &purchase.stripe_payment_intent_id {
+        // What Stripe refunded already (a refund made in the Dashboard) counts before the
+        // amount left is decided.
+        sync_refunds(state, tenant, pi, None).await?;
+    }
+    let request = match state
         .store
-        .refund_lock(t, &purchase.id, REFUND_LEASE)
+        .open_refund_request(t, &purchase.id, input.amount, input.reason, idempotency_key)
         .await?
     {
-        return Err(Error::conflict(
-            Code::RefundInProgress,
-            "Another refund of this purchase is running; try again when it has finished.",
-        ));
-    }
-    let result = refund_locked(state, tenant, &purchase, input).await;
-    if let Err(e) = state.store.refund_unlock(t, &purchase.id).await {
-        tracing::warn!(error = %e, purchase = %purchase.id, "releasing a refund lease failed; it runs out on its own");
-    }
-    result
+        Opened::New(r) => r,
+        Opened::Existing(r) => match r.status {
+            RefundRequestStatus::Succeeded => return Ok(state.store.purchase(t, id).await?),
+            RefundRequestStatus::Failed => {
+                return Err(Error::new(
+                    Code::RefundFailed,
+                    "This refund failed at Stripe; ask for a new one with another Idempotency-Key.",
+                ));
+            }
+            RefundRequestStatus::Pending => r,
+        },
+        Opened::Refused(refusal) => return Err(refused(refusal)),
+    };
+    carry_out(state, tenant, &request).await
 }
 
-async fn refund_locked(
-    state: &AppState,
-    tenant: &Tenant,
-    purchase: &Purchase,
-    input: RefundInput,
-) -> Result<Purchase> {
-    let t = &tenant.id;
-    let Some(pi) = purchase.stripe_payment_intent_id.clone() else {
-        return Err(Error::conflict(
+fn refused(r: RefundRefusal) -> Error {
+    match r {
+        RefundRefusal::NotRefundable(status) => Error::conflict(
             Code::NotRefundable,
-            "Nothing was paid for this purchase.",
-        ));
-    };
-    // Record what Stripe refunded already (an earlier attempt that died before recording,
-    // a refund made in the Dashboard) before deciding what is left.
-    sync_refunds(state, tenant, &pi, None).await?;
-    let purchase = state.store.purchase(t, &purchase.id).await?;
-    if !purchase.status.is_refundable() {
-        return Err(Error::conflict(
-            Code::NotRefundable,
-            format!("A {} purchase cannot be refunded.", purchase.status),
-        ));
-    }
-    if purchase.disputed {
-        return Err(Error::conflict(
+            format!("A {status} purchase cannot be refunded."),
+        ),
+        RefundRefusal::Disputed => Error::conflict(
             Code::Disputed,
             "A disputed purchase cannot be refunded; the dispute decides.",
-        ));
-    }
-    let remaining = purchase.refundable_amount();
-    let amount = input.amount.unwrap_or(remaining);
-    if amount > remaining {
-        return Err(Error::invalid(
+        ),
+        RefundRefusal::NothingPaid => {
+            Error::conflict(Code::NotRefundable, "Nothing was paid for this purchase.")
+        }
+        RefundRefusal::TooLarge {
+            requested,
+            available,
+        } => Error::invalid(
             "amount",
             Code::AmountTooLarge,
-            format!("amount {amount} exceeds the {remaining} left to refund."),
-        ));
+            format!(
+                "amount {requested} exceeds the {available} left to refund (refunds under way included)."
+            ),
+        ),
     }
-    // The key names this refund: the purchase, what was refunded before it, and its amount.
-    let key = format!(
-        "tg-refund-{}-{}-{}",
-        purchase.id,
-        purchase.refunded_amount(),
-        amount
-    );
-    let refund = state
+}
+
+/// Asks Stripe for a pending request's refund (again: the key is the request's id, so a
+/// repeat is Stripe's replay, not a second refund) and settles the request.
+pub async fn carry_out(
+    state: &AppState,
+    tenant: &Tenant,
+    request: &RefundRequest,
+) -> Result<Purchase> {
+    let t = &tenant.id;
+    let purchase = state.store.purchase(t, &request.purchase_id).await?;
+    let pi = purchase
+        .stripe_payment_intent_id
+        .clone()
+        .ok_or_else(|| refused(RefundRefusal::NothingPaid))?;
+    state.store.touch_refund_request(t, &request.id).await?;
+    let answer = state
         .stripe
         .create_refund(
             &pi,
-            amount,
-            input.reason,
+            request.amount,
+            request.reason,
             metadata(&[
                 ("tenant_id", t.as_str()),
                 ("purchase_id", purchase.id.as_str()),
+                ("refund_request_id", request.id.as_str()),
             ]),
-            &key,
+            &format!("tg-refund-{}", request.id),
         )
-        .await?;
+        .await;
+    let refund = match answer {
+        Ok(r) => r,
+        Err(e) if e.is_transient() => {
+            // The refund may or may not have been made: the request stays pending, and a
+            // retry (or the sweep) asks again with the same key.
+            return Err(e.into());
+        }
+        Err(e) => {
+            let error = Error::from(e);
+            state
+                .store
+                .fail_refund_request(t, &request.id, &error.message)
+                .await?;
+            return Err(error);
+        }
+    };
     if !refund.status.counts() {
+        state
+            .store
+            .fail_refund_request(
+                t,
+                &request.id,
+                &format!("Stripe reports the refund as {}", refund.status),
+            )
+            .await?;
         return Err(Error::new(
             Code::RefundFailed,
             format!("Stripe reports the refund as {}.", refund.status),
@@ -144,21 +180,34 @@ async fn refund_locked(
     }
     let (after, changes) = state
         .store
-        .record_refund(
-            t,
-            &purchase.id,
-            refund.amount,
-            input.reason,
-            &refund.id,
-            None,
-        )
+        .complete_refund_request(t, &request.id, &refund.id, refund.amount)
         .await?;
     state.apply(changes).await;
-    tracing::info!(tenant = %t, purchase = %after.id, amount = %amount, refund = %refund.id, "purchase refunded");
+    tracing::info!(tenant = %t, purchase = %after.id, amount = %refund.amount, refund = %refund.id, "purchase refunded");
     Ok(after)
 }
 
-/// Records every refund Stripe has for a payment that counts and is not recorded yet;
+/// Asks Stripe again for the requests left pending (their request died, or Stripe was
+/// unavailable), so that reserved amounts settle either way.
+pub async fn resume_stale_requests(state: &AppState, limit: i64) -> Result<usize> {
+    let before = Timestamp::now().minus(STALE_AFTER);
+    let stale = state.store.stale_refund_requests(before, limit).await?;
+    let n = stale.len();
+    for r in stale {
+        let tenant = match state.store.tenant(&r.tenant_id).await {
+            Ok(t) => t,
+            Err(StoreError::NotFound) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if let Err(e) = carry_out(state, &tenant, &r).await {
+            tracing::warn!(error = %e, request = %r.id, "a pending refund could not be settled yet");
+        }
+    }
+    Ok(n)
+}
+
+/// Brings the ledger in line with Stripe's refunds of a payment: records each that counts
+/// and is not recorded yet, and undoes each recorded one Stripe since reported failed;
 /// `mark_event` is marked processed with it. Answers the payment's purchases after.
 pub async fn sync_refunds(
     state: &AppState,
@@ -171,8 +220,8 @@ pub async fn sync_refunds(
         .list_refunds(payment_intent)
         .await?
         .into_iter()
-        .filter(|r| r.status.counts())
         .map(|r| StripeRefund {
+            counts: r.status.counts(),
             id: r.id,
             amount: r.amount,
             purchase: r.purchase_id,

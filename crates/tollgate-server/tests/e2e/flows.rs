@@ -7,9 +7,9 @@ use tollgate_domain::status::InboxStatus;
 
 use crate::support::{Engine, Options, TestApp, spawn, spawn_with};
 
-const CARD: &str = "4242424242424242";
+pub const CARD: &str = "4242424242424242";
 
-async fn paid(t: &TestApp, customer: &str, product: &str) -> serde_json::Value {
+pub async fn paid(t: &TestApp, customer: &str, product: &str) -> serde_json::Value {
     let s = t
         .checkout(json!({ "customer": customer, "product": product }))
         .await;
@@ -1221,7 +1221,7 @@ fn chrono_now() -> i64 {
         .as_secs() as i64
 }
 
-fn sign(secret: &str, t: i64, payload: &str) -> String {
+pub fn sign(secret: &str, t: i64, payload: &str) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{t}.{payload}").as_bytes());

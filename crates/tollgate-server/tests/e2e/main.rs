@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod flows;
+mod holes;
 mod subscriptions;
 mod support;
 
@@ -23,6 +24,7 @@ macro_rules! both_engines {
 }
 
 use flows::*;
+use holes::*;
 use subscriptions::*;
 
 both_engines!(
@@ -59,7 +61,27 @@ both_engines!(
     subscriptions_are_invisible_to_other_tenants,
     a_new_subscription_checkout_expires_the_older_one,
     tax_checkouts_for_a_known_customer_pass_stripes_rules,
+    one_tenants_promotion_code_never_discounts_another_tenants_product,
+    promotion_code_names_are_each_tenants_own,
+    a_tenant_reads_but_never_sets_the_platform_fee,
+    parallel_checkouts_of_one_event_sell_exactly_its_seats,
+    parallel_refunds_of_one_purchase_never_exceed_it,
+    hostile_values_on_every_route_answer_without_5xx_in_the_error_shape,
+    unknown_query_parameters_are_refused_and_lookups_find_one,
+    an_event_alone_never_fails_a_paid_order,
+    a_lost_dispute_takes_the_money_back_and_a_won_one_gives_access_back,
+    guest_purchases_are_claimed_by_the_customer_with_that_email,
+    a_refund_retried_after_a_lost_answer_moves_money_once,
+    a_refund_whose_request_died_is_settled_once,
+    refunds_and_disputes_before_the_purchase_is_recorded_still_count,
+    a_refund_stripe_fails_later_is_undone,
+    more_than_a_page_of_refunds_all_count,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_access_refresh_is_retried_until_it_succeeds() {
+    holes::a_failed_access_refresh_is_retried_until_it_succeeds().await;
+}
 
 /// Several instances share one database only on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

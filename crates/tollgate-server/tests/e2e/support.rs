@@ -442,3 +442,57 @@ async fn start_proxy(target: String, flaky: Flaky) -> String {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     url
 }
+
+impl TestApp {
+    /// A call to the sandbox with the Stripe key: a form POST when `form` is given, else a
+    /// GET. Answers the status and the JSON body.
+    pub async fn sandbox_call(&self, path: &str, form: Option<&[(&str, &str)]>) -> (u16, Value) {
+        let url = format!("{}{path}", self.sandbox.url());
+        let req = match form {
+            Some(f) => self.http.post(url).form(f),
+            None => self.http.get(url),
+        };
+        let res = req.bearer_auth(STRIPE_KEY).send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a signed event body to Tollgate's webhook endpoint; answers the status.
+    pub async fn post_event(&self, payload: &str) -> u16 {
+        let now = tollgate_domain::Timestamp::now().secs();
+        self.http
+            .post(format!("{}/webhooks/stripe", self.base))
+            .header(
+                "stripe-signature",
+                format!(
+                    "t={now},v1={}",
+                    crate::flows::sign(&self.webhook_secret, now, payload)
+                ),
+            )
+            .body(payload.to_owned())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// A POST with an `Idempotency-Key`.
+    pub async fn post_keyed(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
