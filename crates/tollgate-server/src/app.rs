@@ -25,6 +25,7 @@ pub struct Application {
     sandbox: Option<stripe_sandbox::Sandbox>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    ingest: JoinHandle<()>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -76,7 +77,8 @@ impl Application {
             }
         };
 
-        let state = AppState::new(&settings, store.clone(), stripe, secrets, public_url);
+        let (state, arrivals) =
+            AppState::new(&settings, store.clone(), stripe, secrets, public_url);
         state
             .reload_access()
             .await
@@ -89,13 +91,13 @@ impl Application {
                 "TOLLGATE_WORKERS=0: this instance stores Stripe's events but applies none; another instance on the same database must run workers"
             );
         }
-        for _ in 0..settings.workers {
-            tasks.push(tokio::spawn(crate::worker::run(
-                state.clone(),
-                stopped.clone(),
-            )));
-        }
+        // Runs until the server has answered its last request (see `stop`).
+        let ingest = tokio::spawn(crate::ingest::run(state.clone(), arrivals));
         if settings.workers > 0 {
+            let (dispatcher, worker_tasks) =
+                crate::worker::start(&state, stopped.clone(), settings.workers);
+            let _ = state.dispatcher.set(dispatcher);
+            tasks.extend(worker_tasks);
             tasks.push(tokio::spawn(crate::usage_reporter::run(
                 state.clone(),
                 stopped.clone(),
@@ -126,6 +128,7 @@ impl Application {
             sandbox,
             stop,
             tasks,
+            ingest,
             server,
         })
     }
@@ -155,13 +158,13 @@ impl Application {
     /// Stops serving and waits for in-flight work to end.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
+        let served = self.server.await;
+        // Every request has been answered, so no event waits to be stored.
+        self.ingest.abort();
         for t in self.tasks {
             let _ = t.await;
         }
-        self.server
-            .await
-            .context("server task")?
-            .context("server")?;
+        served.context("server task")?.context("server")?;
         Ok(())
     }
 }
@@ -213,9 +216,14 @@ async fn follow_access_changes(state: AppState, mut stop: watch::Receiver<bool>)
                 n = listener.recv() => match n {
                     Ok(n) => {
                         let mut parts = n.payload().split(' ');
+                        let (tenant, customer, by) = (parts.next(), parts.next(), parts.next());
+                        // This instance applied its own changes when it made them.
+                        if by == Some(state.store.instance_id()) {
+                            continue;
+                        }
                         if let (Some(t), Some(c)) = (
-                            parts.next().and_then(|t| TenantId::parse(t).ok()),
-                            parts.next().and_then(|c| CustomerId::parse(c).ok()),
+                            tenant.and_then(|t| TenantId::parse(t).ok()),
+                            customer.and_then(|c| CustomerId::parse(c).ok()),
                         ) {
                             state.refresh_customer(t, c).await;
                         }

@@ -20,7 +20,7 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Checkout sessions a tenant may create per minute.
     pub checkout_rate_per_minute: u32,
-    /// Webhook inbox workers in this process.
+    /// Stripe events applied at once by this process (0: none, only stored).
     pub workers: usize,
 }
 
@@ -60,7 +60,7 @@ impl Default for Settings {
             admin_key: None,
             public_url: None,
             checkout_rate_per_minute: 600,
-            workers: 2,
+            workers: 64,
         }
     }
 }

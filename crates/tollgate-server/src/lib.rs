@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod ingest;
 pub mod maintenance;
 pub mod state;
 pub mod usage_reporter;

@@ -74,7 +74,7 @@ pub async fn sweep(state: &AppState) -> Result<(), StoreError> {
                 tracing::info!(tenant = %tenant.id, order = %stale.order_id, "pending order without a session failed");
             }
             Some(session) => {
-                if let Err(e) = complete_from_stripe(state, &tenant, session, None).await {
+                if let Err(e) = complete_from_stripe(state, &tenant, session, &[]).await {
                     tracing::warn!(error = %e.message, order = %stale.order_id, "settling an expired session failed");
                 }
             }

@@ -33,8 +33,12 @@ pub struct Inner {
     /// index holds nothing for asks the database once, then answers from here.
     known_customers: RwLock<HashSet<(TenantId, CustomerId)>>,
     known_products: RwLock<HashSet<(TenantId, ProductId)>>,
-    /// Woken when an event lands in the inbox, so workers need not poll hard.
+    /// Woken when an event lands in the inbox unleased, so the claimer need not poll hard.
     pub inbox_signal: tokio::sync::Notify,
+    /// Stores webhook events (group commit).
+    pub ingest: crate::ingest::Ingest,
+    /// This instance's dispatcher of events, when it applies events.
+    pub dispatcher: std::sync::OnceLock<crate::worker::Handle>,
     /// Woken when usage is recorded, so the reporter sends it soon.
     pub usage_signal: tokio::sync::Notify,
 }
@@ -47,16 +51,18 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// The state, and the queue of webhook events for [`crate::ingest::run`] to store.
     pub fn new(
         settings: &Settings,
         store: Store,
         stripe: Gateway,
         webhook_secrets: Vec<String>,
         public_url: String,
-    ) -> Self {
+    ) -> (Self, crate::ingest::Queue) {
+        let (ingest, queue) = crate::ingest::Ingest::new();
         let per_minute =
             NonZeroU32::new(settings.checkout_rate_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-        Self(Arc::new(Inner {
+        let state = Self(Arc::new(Inner {
             store,
             stripe,
             webhook_secrets,
@@ -71,8 +77,11 @@ impl AppState {
             known_customers: RwLock::default(),
             known_products: RwLock::default(),
             inbox_signal: tokio::sync::Notify::new(),
+            ingest,
+            dispatcher: std::sync::OnceLock::new(),
             usage_signal: tokio::sync::Notify::new(),
-        }))
+        }));
+        (state, queue)
     }
 
     /// The tenant for a secret API key, from a short-lived cache or the database.

@@ -1,103 +1,355 @@
-//! The inbox worker: claims stored Stripe events and applies them through the use cases.
-//! Effects and the "processed" mark commit together; a failure that may pass (Stripe or
-//! the database unavailable, an event ahead of what it refers to) is retried with backoff
-//! for as long as Stripe itself keeps retrying a delivery (three days); one that will not
-//! pass becomes a dead letter that can be replayed.
+//! The inbox worker: applies stored Stripe events, many at once, while events about one
+//! object (a subscription, a Checkout Session, a payment's refunds or disputes) are
+//! applied one at a time in order of arrival. Events that wait for the same object are
+//! applied together: one read of Stripe serves them all, and an event stored before the
+//! read under way began needs no read of its own.
+//!
+//! Events reach the dispatcher from the webhook endpoint as they are stored (leased to
+//! this instance in the same write) and from a claimer that takes what is due in the
+//! inbox: retries, events stored while this instance was busy, events of instances that
+//! died. Effects and the "processed" mark commit together; events whose handlers commit
+//! nothing are marked in batches. A failure that may pass (Stripe or the database
+//! unavailable, an event ahead of what it refers to) is retried with backoff for as long
+//! as Stripe itself keeps retrying a delivery (three days); one that will not pass becomes
+//! a dead letter that can be replayed.
 
-use std::time::Duration;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-use tollgate_domain::Timestamp;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
 use tollgate_domain::status::InboxStatus;
-use tollgate_store::{InboxEvent, StoreError};
+use tollgate_domain::{StripeEventId, TenantId, Timestamp};
+use tollgate_store::Claimed;
 
 use crate::state::AppState;
-use crate::usecases::events::{self, Applied};
+use crate::usecases::events::{self, Applied, EventObject};
 
-/// How long a claimed event is ours before another worker may take it.
-const LEASE: Duration = Duration::from_secs(60);
-/// Events one worker claims at once (under one lease).
-const BATCH: i64 = 16;
+/// How long an event held by an instance stays its own without a renewal.
+pub const LEASE: Duration = Duration::from_secs(60);
+/// How often the leases of held events are renewed (and dead instances' released).
+const RENEW_EVERY: Duration = Duration::from_secs(20);
+/// Events one instance holds in memory at most (queued and being applied).
+const MAX_HELD: usize = 10_000;
+/// Events claimed from the inbox at once.
+const CLAIM_BATCH: usize = 500;
 /// How long a transient failure is retried, from the event's arrival: Stripe retries a
 /// delivery for up to three days, and an event may wait as long for what it refers to.
 const RETRY_FOR: Duration = Duration::from_secs(3 * 24 * 60 * 60);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60 * 60);
 
-/// Runs until `stop` turns true.
-pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        match run_once(&state).await {
-            Ok(true) => continue,
-            Ok(false) => {
-                tokio::select! {
-                    _ = state.inbox_signal.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = stop.changed() => {}
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "inbox worker: claiming failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => {}
-                }
+/// An event this instance holds, on its way to being applied.
+#[derive(Debug)]
+pub struct Queued {
+    pub event: Claimed,
+    pub object: EventObject,
+    /// When it was stored, if this process stored it: a read of its object begun after
+    /// that serves it.
+    pub stored: Option<Instant>,
+}
+
+/// Hands events to the dispatcher.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Queued>,
+    held: Arc<AtomicUsize>,
+}
+
+impl Handle {
+    /// How many more events the dispatcher takes now.
+    pub fn room(&self) -> usize {
+        MAX_HELD.saturating_sub(self.held.load(Ordering::Relaxed))
+    }
+
+    /// Gives the dispatcher events leased to this instance.
+    pub fn hand_over(&self, events: impl IntoIterator<Item = Queued>) {
+        for e in events {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            if self.tx.send(e).is_err() {
+                // Stopping: the event stays leased in the inbox and is taken up again.
+                self.held.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
 }
 
-/// Claims a batch of due events and applies them one after another; `false` when none was
-/// due. Marks of events whose handlers commit nothing are written together at the end.
-/// Tests drain with it.
-pub async fn run_once(state: &AppState) -> Result<bool, StoreError> {
-    let batch = state.store.inbox_claim_many(LEASE, BATCH).await?;
-    if batch.is_empty() {
-        return Ok(false);
-    }
-    let mut marks: Vec<(&InboxEvent, InboxStatus)> = Vec::with_capacity(batch.len());
-    for event in &batch {
-        let started = std::time::Instant::now();
-        match events::apply(state, event).await {
-            Ok(applied) => {
-                match applied {
-                    Applied::Processed => marks.push((event, InboxStatus::Processed)),
-                    Applied::Ignored => marks.push((event, InboxStatus::Ignored)),
-                    Applied::Marked => {}
+/// Starts the dispatcher (applying up to `concurrency` groups of events at once) and the
+/// claimer; both run until `stop` turns true.
+pub fn start(
+    state: &AppState,
+    stop: watch::Receiver<bool>,
+    concurrency: usize,
+) -> (Handle, Vec<JoinHandle<()>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = Handle {
+        tx,
+        held: Arc::new(AtomicUsize::new(0)),
+    };
+    let (marks_tx, marks_rx) = mpsc::unbounded_channel();
+    let tasks = vec![
+        tokio::spawn(dispatch(
+            state.clone(),
+            rx,
+            handle.held.clone(),
+            marks_tx,
+            concurrency.max(1),
+            stop.clone(),
+        )),
+        tokio::spawn(write_marks(state.clone(), marks_rx)),
+        tokio::spawn(claim(state.clone(), handle.clone(), stop)),
+    ];
+    (handle, tasks)
+}
+
+/// Events about one object for one tenant: applied one group at a time.
+type LaneKey = (EventObject, Option<TenantId>);
+
+#[derive(Default)]
+struct Lane {
+    /// When the group being applied began, if one is.
+    running: Option<Instant>,
+    waiting: Vec<Queued>,
+}
+
+/// What became of a group, for the events that waited behind it.
+struct Done {
+    key: LaneKey,
+    started: Instant,
+    ids: Vec<StripeEventId>,
+    /// The status a waiting event stored before `started` takes without a read of its
+    /// own; `None` when the group failed.
+    covers: Option<InboxStatus>,
+}
+
+async fn dispatch(
+    state: AppState,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    held: Arc<AtomicUsize>,
+    marks: mpsc::UnboundedSender<(Claimed, InboxStatus)>,
+    concurrency: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut lanes: HashMap<LaneKey, Lane> = HashMap::new();
+    let mut ready: VecDeque<LaneKey> = VecDeque::new();
+    let mut holding: HashSet<StripeEventId> = HashSet::new();
+    let mut running: JoinSet<Done> = JoinSet::new();
+    let mut stopping = false;
+    loop {
+        while !stopping && running.len() < concurrency {
+            let Some(key) = ready.pop_front() else { break };
+            let Some(lane) = lanes.get_mut(&key) else {
+                continue;
+            };
+            let started = Instant::now();
+            lane.running = Some(started);
+            let group = std::mem::take(&mut lane.waiting);
+            running.spawn(apply_group(
+                state.clone(),
+                key,
+                started,
+                group,
+                marks.clone(),
+            ));
+        }
+        if stopping && running.is_empty() {
+            return;
+        }
+        tokio::select! {
+            Some(e) = rx.recv(), if !stopping => {
+                if !holding.insert(e.event.event_id.clone()) {
+                    // Claimed again while still held here (its lease was renewed late).
+                    held.fetch_sub(1, Ordering::Relaxed);
+                    continue;
                 }
-                tracing::info!(event = %event.event_id, kind = %event.event_type, tenant = event.tenant_id.as_ref().map(|t| t.as_str()).unwrap_or("-"), ms = started.elapsed().as_millis() as u64, "event applied");
+                let key = (e.object.clone(), e.event.tenant_id.clone());
+                let lane = lanes.entry(key.clone()).or_default();
+                if lane.running.is_none() && lane.waiting.is_empty() {
+                    ready.push_back(key);
+                }
+                lane.waiting.push(e);
             }
-            Err(e) => {
-                let reason = format!("{}: {}", e.code.as_str(), e.message);
-                match retry_at(
+            Some(done) = running.join_next() => {
+                let Ok(done) = done else {
+                    tracing::error!("applying a group of events panicked; its events are retried when their lease runs out");
+                    continue;
+                };
+                for id in &done.ids {
+                    holding.remove(id);
+                }
+                held.fetch_sub(done.ids.len(), Ordering::Relaxed);
+                let Some(lane) = lanes.get_mut(&done.key) else { continue };
+                lane.running = None;
+                if let Some(status) = done.covers {
+                    let (covered, rest): (Vec<Queued>, Vec<Queued>) = std::mem::take(&mut lane.waiting)
+                        .into_iter()
+                        .partition(|e| e.stored.is_some_and(|at| at < done.started));
+                    lane.waiting = rest;
+                    for e in covered {
+                        holding.remove(&e.event.event_id);
+                        held.fetch_sub(1, Ordering::Relaxed);
+                        let _ = marks.send((e.event, status));
+                    }
+                }
+                if lane.waiting.is_empty() {
+                    lanes.remove(&done.key);
+                } else {
+                    ready.push_back(done.key);
+                }
+            }
+            _ = stop.changed(), if !stopping => {
+                // Finish what is under way; what waits stays leased and is taken up again.
+                stopping = true;
+            }
+        }
+    }
+}
+
+/// Applies a group of events about one object; marks or fails them.
+async fn apply_group(
+    state: AppState,
+    key: LaneKey,
+    started: Instant,
+    group: Vec<Queued>,
+    marks: mpsc::UnboundedSender<(Claimed, InboxStatus)>,
+) -> Done {
+    let events: Vec<Claimed> = group.into_iter().map(|q| q.event).collect();
+    let ids = events.iter().map(|e| e.event_id.clone()).collect();
+    let result = events::apply(&state, &key.0, &events).await;
+    let ms = started.elapsed().as_millis() as u64;
+    let covers = match result {
+        Ok(applied) => {
+            let status = match applied {
+                Applied::Ignored => InboxStatus::Ignored,
+                Applied::Processed | Applied::Marked => InboxStatus::Processed,
+            };
+            if applied != Applied::Marked {
+                for e in &events {
+                    let _ = marks.send((e.clone(), status));
+                }
+            }
+            for e in &events {
+                tracing::info!(event = %e.event_id, kind = %e.event_type, tenant = e.tenant_id.as_ref().map(|t| t.as_str()).unwrap_or("-"), group = events.len(), ms, "event applied");
+            }
+            Some(status)
+        }
+        Err(e) => {
+            let reason = format!("{}: {}", e.code.as_str(), e.message);
+            for event in &events {
+                let at = retry_at(
                     event.received_at,
                     event.attempts,
                     e.is_transient(),
                     Timestamp::now(),
-                ) {
+                );
+                match at {
                     Some(at) => {
-                        tracing::warn!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, retry_at = %at, "event failed; will retry");
-                        state.store.inbox_fail(event, &reason, Some(at)).await?;
+                        tracing::warn!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, retry_at = %at, "event failed; will retry")
                     }
                     None => {
-                        tracing::error!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, "event dead-lettered");
-                        state.store.inbox_fail(event, &reason, None).await?;
+                        tracing::error!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts, %reason, "event dead-lettered")
                     }
                 }
+                if let Err(e) = state.store.inbox_fail(event, &reason, at).await {
+                    tracing::error!(event = %event.event_id, error = %e, "recording a failed attempt failed; the event is retried when its lease runs out");
+                }
+            }
+            None
+        }
+    };
+    Done {
+        key,
+        started,
+        ids,
+        covers,
+    }
+}
+
+/// Writes the marks of events applied without a write of their own, in batches: a lost
+/// mark costs only a second, idempotent application.
+async fn write_marks(state: AppState, mut rx: mpsc::UnboundedReceiver<(Claimed, InboxStatus)>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 1000).await > 0 {
+        let marks: Vec<(&Claimed, InboxStatus)> = batch.iter().map(|(e, s)| (e, *s)).collect();
+        match state.store.inbox_mark_many(&marks).await {
+            Ok(marked) if marked < marks.len() => tracing::warn!(
+                lost = marks.len() - marked,
+                "leases lost before marking; other instances have those events"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, events = marks.len(), "marking applied events failed; they are applied again when their lease runs out")
             }
         }
+        batch.clear();
     }
-    let marked = state.store.inbox_mark_many(&marks).await?;
-    if marked < marks.len() {
-        tracing::warn!(
-            lost = marks.len() - marked,
-            "leases lost before marking; other workers have those events"
-        );
+}
+
+/// Claims due events from the inbox while the dispatcher has room; renews this
+/// instance's leases and releases those of dead instances now and then (first of all at
+/// start, so that what a previous process held is taken up at once).
+async fn claim(state: AppState, handle: Handle, mut stop: watch::Receiver<bool>) {
+    let mut renewed: Option<Instant> = None;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if renewed.is_none_or(|at| at.elapsed() >= RENEW_EVERY) {
+            renew_leases(&state).await;
+            renewed = Some(Instant::now());
+        }
+        let room = handle.room();
+        let mut full = false;
+        if room >= CLAIM_BATCH.min(MAX_HELD / 2) {
+            let limit = room.min(CLAIM_BATCH);
+            match state.store.inbox_claim(LEASE, limit as i64).await {
+                Ok(events) => {
+                    full = events.len() == limit;
+                    let mut queued = Vec::with_capacity(events.len());
+                    for event in events {
+                        match EventObject::of_claimed(&event) {
+                            Ok(object) => queued.push(Queued {
+                                event: Claimed {
+                                    payload: None,
+                                    ..event
+                                },
+                                object,
+                                stored: None,
+                            }),
+                            Err(e) => {
+                                tracing::error!(event = %event.event_id, "stored event unreadable; dead-lettered");
+                                let reason = format!("{}: {}", e.code.as_str(), e.message);
+                                let _ = state.store.inbox_fail(&event, &reason, None).await;
+                            }
+                        }
+                    }
+                    handle.hand_over(queued);
+                }
+                Err(e) => tracing::error!(error = %e, "claiming events failed"),
+            }
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            _ = state.inbox_signal.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
     }
-    Ok(true)
+}
+
+async fn renew_leases(state: &AppState) {
+    if let Err(e) = state.store.inbox_renew_leases(LEASE).await {
+        tracing::warn!(error = %e, "renewing leases failed");
+    }
+    match state.store.inbox_release_dead_leases().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(events = n, "took up the events of instances that ended"),
+        Err(e) => tracing::warn!(error = %e, "releasing the leases of ended instances failed"),
+    }
 }
 
 /// When to try a failed event again: `None` makes it a dead letter. A permanent failure

@@ -1,7 +1,13 @@
 //! The webhook inbox: every verified Stripe event is stored by id before Stripe gets its
-//! 2xx; workers claim due events with a lease, so an instance that dies mid-event only
-//! delays it until the lease runs out.
+//! 2xx; an instance holds the events it applies under a lease, so an instance that dies
+//! mid-event only delays them until its lease runs out (or until it is found dead).
+//!
+//! A lease is written into the row as `lease_token` (the holder's instance id) and
+//! `next_attempt_at` (the lease's end): a held event is simply not due, so the claim
+//! query walks only the due part of its index. Events stored by an instance that will
+//! apply them itself are leased as they are stored, saving the claim's write.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -11,12 +17,15 @@ use tollgate_domain::{StripeEventId, TenantId, Timestamp};
 
 use crate::{Engine, Result, Store, db, enum_col, id_col, opt_id_col, opt_ts_col, ts_col};
 
+/// A stored event, as listed.
 #[derive(Debug, Clone)]
 pub struct InboxEvent {
     pub event_id: StripeEventId,
     pub event_type: String,
     pub tenant_id: Option<TenantId>,
     pub payload: String,
+    /// What the event is about, as the worker groups events (see [`NewInboxEvent`]).
+    pub object_key: Option<String>,
     /// When Stripe created the event.
     pub event_created: Timestamp,
     pub received_at: Timestamp,
@@ -25,8 +34,6 @@ pub struct InboxEvent {
     pub next_attempt_at: Timestamp,
     pub last_error: Option<String>,
     pub processed_at: Option<Timestamp>,
-    /// The claim this copy was read under; marking the event needs it.
-    pub lease_token: Option<String>,
 }
 
 impl InboxEvent {
@@ -36,6 +43,7 @@ impl InboxEvent {
             event_type: row.try_get("event_type")?,
             tenant_id: opt_id_col(row, "tenant_id", TenantId::from_db)?,
             payload: row.try_get("payload")?,
+            object_key: row.try_get("object_key")?,
             event_created: ts_col(row, "event_created")?,
             received_at: ts_col(row, "received_at")?,
             status: enum_col(row, "status", InboxStatus::parse)?,
@@ -43,17 +51,50 @@ impl InboxEvent {
             next_attempt_at: ts_col(row, "next_attempt_at")?,
             last_error: row.try_get("last_error")?,
             processed_at: opt_ts_col(row, "processed_at")?,
-            lease_token: row.try_get("lease_token")?,
         })
     }
 }
 
+/// An event this instance holds under its lease: what applying it needs, without its
+/// body (kept small: many wait in memory at once).
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub event_id: StripeEventId,
+    pub event_type: String,
+    pub tenant_id: Option<TenantId>,
+    pub object_key: Option<String>,
+    /// The body, only for an event stored without an object key (before the column
+    /// existed): the worker reads the key from it.
+    pub payload: Option<String>,
+    pub received_at: Timestamp,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+}
+
+impl Claimed {
+    fn from_row(row: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        Ok(Self {
+            event_id: id_col(row, "event_id", StripeEventId::from_db)?,
+            event_type: row.try_get("event_type")?,
+            tenant_id: opt_id_col(row, "tenant_id", TenantId::from_db)?,
+            object_key: row.try_get("object_key")?,
+            payload: row.try_get("payload")?,
+            received_at: ts_col(row, "received_at")?,
+            attempts: row.try_get("attempts")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 pub struct NewInboxEvent<'a> {
     pub event_id: &'a StripeEventId,
     pub event_type: &'a str,
     pub tenant_id: Option<&'a TenantId>,
     pub payload: &'a str,
     pub event_created: Timestamp,
+    /// The object whose state applying the event reads ("subscription:sub_..."): events
+    /// with the same key are applied one at a time and may share one read.
+    pub object_key: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -64,54 +105,126 @@ pub struct InboxFilter {
     pub event_type: Option<String>,
 }
 
-const COLUMNS: &str = "event_id, event_type, tenant_id, payload, event_created, received_at, status, attempts, \
-    next_attempt_at, last_error, processed_at, lease_token";
+const COLUMNS: &str = "event_id, event_type, tenant_id, payload, object_key, event_created, received_at, status, \
+    attempts, next_attempt_at, last_error, processed_at";
+
+/// What a claim returns: the body only where the key must be read from it.
+const CLAIMED: &str = "event_id, event_type, tenant_id, object_key, \
+    CASE WHEN object_key IS NULL THEN payload END AS payload, received_at, attempts";
+
+/// Rows per INSERT statement when storing many events, and the parameters of each row
+/// (far below both engines' limits on parameters).
+const INSERT_CHUNK: usize = 100;
+const PER_ROW: usize = 10;
 
 impl Store {
     /// Stores an event once; a duplicate delivery returns `false` and changes nothing.
     pub async fn inbox_insert(&self, e: &NewInboxEvent<'_>) -> Result<bool> {
-        let now = Timestamp::now().secs();
-        Ok(db(sqlx::query(
-            "INSERT INTO webhook_inbox (event_id, event_type, tenant_id, payload, event_created, received_at, status, attempts, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $6) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(e.event_id.as_str())
-        .bind(e.event_type)
-        .bind(e.tenant_id.map(|t| t.as_str()))
-        .bind(e.payload)
-        .bind(e.event_created.secs())
-        .bind(now)
-        .execute(&self.pool)
-        .await)?
-        .rows_affected()
-            == 1)
+        self.inbox_insert_many(std::slice::from_ref(e), None)
+            .await
+            .pop()
+            .unwrap_or(Ok(false))
     }
 
-    /// Claims one due event for `lease`; `None` when nothing is due. Two workers never
-    /// hold the same event: the claim re-checks the lease in the row it updates, and on
-    /// PostgreSQL skips rows another worker is claiming instead of waiting for them.
-    pub async fn inbox_claim(&self, lease: Duration) -> Result<Option<InboxEvent>> {
-        Ok(self.inbox_claim_many(lease, 1).await?.pop())
+    /// Stores events in one transaction, so that they share one flush to disk (group
+    /// commit); each is stored once, and a duplicate delivery changes nothing. With
+    /// `lease`, the stored events are claimed by this instance as they are stored (it
+    /// applies them itself). Answers, per event, whether it was new; if the batch fails,
+    /// each event is stored on its own, so one that cannot be stored fails alone.
+    pub async fn inbox_insert_many(
+        &self,
+        events: &[NewInboxEvent<'_>],
+        lease: Option<Duration>,
+    ) -> Vec<Result<bool>> {
+        match self.insert_batch(events, lease).await {
+            Ok(stored) => stored.into_iter().map(Ok).collect(),
+            Err(e) if events.len() == 1 => vec![Err(e)],
+            Err(_) => {
+                let mut answers = Vec::with_capacity(events.len());
+                for e in events {
+                    answers.push(
+                        self.insert_batch(std::slice::from_ref(e), lease)
+                            .await
+                            .map(|v| v.first().copied().unwrap_or(false)),
+                    );
+                }
+                answers
+            }
+        }
     }
 
-    /// Claims up to `limit` due events, oldest first, under one lease.
-    pub async fn inbox_claim_many(&self, lease: Duration, limit: i64) -> Result<Vec<InboxEvent>> {
+    async fn insert_batch(
+        &self,
+        events: &[NewInboxEvent<'_>],
+        lease: Option<Duration>,
+    ) -> Result<Vec<bool>> {
         let now = Timestamp::now();
-        let token = tollgate_domain::ids::random_token();
-        let due = "status = 'pending' AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1)";
-        let set = "lease_until = $2, lease_token = $3, attempts = attempts + 1";
+        // A leased event counts its first attempt as a claim would.
+        let (next_attempt, token, attempts) = match lease {
+            Some(l) => (now.plus(l), Some(self.instance_id()), 1_i64),
+            None => (now, None, 0),
+        };
+        let mut tx = self.begin().await?;
+        let mut stored = HashSet::new();
+        for chunk in events.chunks(INSERT_CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO webhook_inbox (event_id, event_type, tenant_id, payload, object_key, event_created, \
+                 received_at, next_attempt_at, lease_token, attempts, status) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let p = i * PER_ROW;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let params: Vec<String> = (1..=PER_ROW).map(|n| format!("${}", p + n)).collect();
+                sql.push_str(&format!("({}, 'pending')", params.join(", ")));
+            }
+            sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(e.event_id.as_str())
+                    .bind(e.event_type)
+                    .bind(e.tenant_id.map(|t| t.as_str()))
+                    .bind(e.payload)
+                    .bind(e.object_key)
+                    .bind(e.event_created.secs())
+                    .bind(now.secs())
+                    .bind(next_attempt.secs())
+                    .bind(token)
+                    .bind(attempts);
+            }
+            for row in db(q.fetch_all(&mut *tx).await)? {
+                stored.insert(db(row.try_get::<String, _>("event_id"))?);
+            }
+        }
+        db(tx.commit().await)?;
+        // A delivery repeated within the batch is stored once: the first copy is new.
+        Ok(events
+            .iter()
+            .map(|e| stored.remove(e.event_id.as_str()))
+            .collect())
+    }
+
+    /// Claims up to `limit` due events, oldest first, for `lease`. Two instances never
+    /// hold the same event: the claim re-checks in the row it updates that the event is
+    /// due, and on PostgreSQL skips rows another instance is claiming instead of waiting.
+    pub async fn inbox_claim(&self, lease: Duration, limit: i64) -> Result<Vec<Claimed>> {
+        let now = Timestamp::now();
+        let due = "status = 'pending' AND next_attempt_at <= $1";
+        let set = "next_attempt_at = $2, lease_token = $3, attempts = attempts + 1";
         let sql = match self.engine {
             // The picked rows are materialized once: as a plain `IN (... LIMIT)` PostgreSQL
             // may evaluate the subquery again and take more than the limit.
             Engine::Postgres => format!(
                 "WITH picked AS MATERIALIZED (SELECT event_id AS picked_id FROM webhook_inbox WHERE {due} \
                  ORDER BY next_attempt_at, received_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                 UPDATE webhook_inbox SET {set} FROM picked WHERE event_id = picked.picked_id AND {due} RETURNING {COLUMNS}"
+                 UPDATE webhook_inbox SET {set} FROM picked WHERE event_id = picked.picked_id AND {due} RETURNING {CLAIMED}"
             ),
             // One writer at a time: the subquery sees a settled table.
             Engine::Sqlite => format!(
                 "UPDATE webhook_inbox SET {set} WHERE event_id IN (SELECT event_id FROM webhook_inbox WHERE {due} \
-                 ORDER BY next_attempt_at, received_at LIMIT $4) AND {due} RETURNING {COLUMNS}"
+                 ORDER BY next_attempt_at, received_at LIMIT $4) AND {due} RETURNING {CLAIMED}"
             ),
         };
         let mut tx = self.begin().await?;
@@ -119,46 +232,120 @@ impl Store {
         let rows = db(sqlx::query(&sql)
             .bind(now.secs())
             .bind(now.plus(lease).secs())
-            .bind(&token)
+            .bind(self.instance_id())
             .bind(limit)
             .fetch_all(&mut *tx)
             .await)?;
         db(tx.commit().await)?;
         let mut events = rows
             .iter()
-            .map(|r| db(InboxEvent::from_row(r)))
+            .map(|r| db(Claimed::from_row(r)))
             .collect::<Result<Vec<_>>>()?;
-        events.sort_by_key(|e| (e.next_attempt_at, e.received_at));
+        events.sort_by_key(|e| e.received_at);
         Ok(events)
     }
 
-    /// Marks a claimed event `processed` or `ignored` (with no effects to commit alongside).
-    /// `false` when the claim was lost (its lease ran out and another worker took it).
-    pub async fn inbox_mark(&self, event: &InboxEvent, status: InboxStatus) -> Result<bool> {
-        Ok(self.inbox_mark_many(&[(event, status)]).await? == 1)
+    /// Extends the lease of every event this instance holds (those waiting in its memory
+    /// among them) to `lease` from now.
+    pub async fn inbox_renew_leases(&self, lease: Duration) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        self.commit_without_waiting(&mut tx).await?;
+        let renewed = db(sqlx::query(
+            "UPDATE webhook_inbox SET next_attempt_at = $2 WHERE lease_token = $1 AND status = 'pending'",
+        )
+        .bind(self.instance_id())
+        .bind(Timestamp::now().plus(lease).secs())
+        .execute(&mut *tx)
+        .await)?
+        .rows_affected();
+        db(tx.commit().await)?;
+        Ok(renewed)
     }
 
-    /// Marks several claimed events in one transaction; answers how many were still ours.
-    pub async fn inbox_mark_many(&self, marks: &[(&InboxEvent, InboxStatus)]) -> Result<usize> {
+    /// Makes the events held by instances that have died due now, rather than when their
+    /// leases would have run out. Answers how many were released.
+    pub async fn inbox_release_dead_leases(&self) -> Result<u64> {
+        let holders: Vec<String> = db(sqlx::query(
+            "SELECT DISTINCT lease_token FROM webhook_inbox WHERE lease_token IS NOT NULL AND status = 'pending'",
+        )
+        .fetch_all(&self.pool)
+        .await)?
+        .iter()
+        .map(|r| r.try_get::<String, _>("lease_token"))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
+        let mut released = 0;
+        for holder in holders {
+            if self.instance_alive(&holder).await? {
+                continue;
+            }
+            released += db(sqlx::query(
+                "UPDATE webhook_inbox SET next_attempt_at = $2, lease_token = NULL WHERE lease_token = $1 AND status = 'pending'",
+            )
+            .bind(&holder)
+            .bind(Timestamp::now().secs())
+            .execute(&self.pool)
+            .await)?
+            .rows_affected();
+        }
+        Ok(released)
+    }
+
+    /// Marks held events `processed` or `ignored` (with no effects to commit alongside),
+    /// in one transaction; answers how many were still held by this instance.
+    pub async fn inbox_mark_many(&self, marks: &[(&Claimed, InboxStatus)]) -> Result<usize> {
         if marks.is_empty() {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
         self.commit_without_waiting(&mut tx).await?;
         let mut marked = 0;
-        for (event, status) in marks {
-            if inbox_mark_in(&mut tx, event, *status).await? {
-                marked += 1;
-            }
+        for status in [InboxStatus::Processed, InboxStatus::Ignored] {
+            let these: Vec<&Claimed> = marks
+                .iter()
+                .filter(|(_, s)| *s == status)
+                .map(|(e, _)| *e)
+                .collect();
+            marked += self.mark_in(&mut tx, &these, status).await?;
         }
         db(tx.commit().await)?;
         Ok(marked)
     }
 
+    /// Marks held events with `status` inside the transaction that committed their
+    /// effects; answers how many were still held by this instance (an event whose lease
+    /// was lost to another instance is left to it).
+    pub(crate) async fn mark_in<E: std::borrow::Borrow<Claimed>>(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        events: &[E],
+        status: InboxStatus,
+    ) -> Result<usize> {
+        let mut marked = 0;
+        for chunk in events.chunks(INSERT_CHUNK) {
+            let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
+            let sql = format!(
+                "UPDATE webhook_inbox SET status = $1, processed_at = $2, lease_token = NULL, last_error = NULL \
+                 WHERE lease_token = $3 AND status = 'pending' AND event_id IN ({})",
+                ids.join(", ")
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(status.as_str())
+                .bind(Timestamp::now().secs())
+                .bind(self.instance_id());
+            for e in chunk {
+                q = q.bind(e.borrow().event_id.as_str());
+            }
+            marked += db(q.execute(&mut **tx).await)?.rows_affected() as usize;
+        }
+        Ok(marked)
+    }
+
     /// On PostgreSQL, lets this transaction commit without waiting for its WAL to reach
-    /// disk. Only for claims and marks that carry no effects: if the server crashes and
-    /// loses one, the event is claimed or applied again, and applying is idempotent. (An
-    /// event is stored durably before it is acknowledged, and effects commit durably.)
+    /// disk. Only for claims, leases and marks that carry no effects: if the server
+    /// crashes and loses one, the event is claimed or applied again, and applying is
+    /// idempotent. (An event is stored durably before it is acknowledged, and effects
+    /// commit durably.)
     async fn commit_without_waiting(&self, tx: &mut crate::purchases::Tx<'_>) -> Result<()> {
         if self.engine == Engine::Postgres {
             db(sqlx::query("SET LOCAL synchronous_commit = off")
@@ -168,11 +355,11 @@ impl Store {
         Ok(())
     }
 
-    /// Records a failed attempt of a claimed event: retried at `retry_at`, or
-    /// dead-lettered when `None`. `false` when the claim was lost.
+    /// Records a failed attempt of a held event: retried at `retry_at`, or dead-lettered
+    /// when `None`. `false` when the event is no longer this instance's.
     pub async fn inbox_fail(
         &self,
-        event: &InboxEvent,
+        event: &Claimed,
         error: &str,
         retry_at: Option<Timestamp>,
     ) -> Result<bool> {
@@ -181,14 +368,14 @@ impl Store {
             None => (InboxStatus::Dead, Timestamp::now()),
         };
         Ok(db(sqlx::query(
-            "UPDATE webhook_inbox SET status = $2, next_attempt_at = $3, last_error = $4, lease_until = NULL, lease_token = NULL \
-             WHERE event_id = $1 AND lease_token = $5",
+            "UPDATE webhook_inbox SET status = $2, next_attempt_at = $3, last_error = $4, lease_token = NULL \
+             WHERE event_id = $1 AND lease_token = $5 AND status = 'pending'",
         )
         .bind(event.event_id.as_str())
         .bind(status.as_str())
         .bind(next.secs())
         .bind(error)
-        .bind(&event.lease_token)
+        .bind(self.instance_id())
         .execute(&self.pool)
         .await)?
         .rows_affected()
@@ -215,7 +402,7 @@ impl Store {
     /// Puts an event back in the queue (a dead letter, or any event to re-run).
     pub async fn inbox_replay(&self, event_id: &StripeEventId) -> Result<bool> {
         Ok(db(sqlx::query(
-            "UPDATE webhook_inbox SET status = 'pending', attempts = 0, next_attempt_at = $2, lease_until = NULL, lease_token = NULL, last_error = NULL \
+            "UPDATE webhook_inbox SET status = 'pending', attempts = 0, next_attempt_at = $2, lease_token = NULL, last_error = NULL \
              WHERE event_id = $1",
         )
         .bind(event_id.as_str())
@@ -278,25 +465,4 @@ impl Store {
                 .and_then(|r| r.try_get("n")),
         )
     }
-}
-
-/// Marks a claimed inbox event within the transaction that applied its effects; `false`
-/// (and nothing marked) when the claim was lost to another worker.
-pub(crate) async fn inbox_mark_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    event: &InboxEvent,
-    status: InboxStatus,
-) -> Result<bool> {
-    Ok(db(sqlx::query(
-        "UPDATE webhook_inbox SET status = $2, processed_at = $3, lease_until = NULL, lease_token = NULL, last_error = NULL \
-         WHERE event_id = $1 AND lease_token = $4",
-    )
-    .bind(event.event_id.as_str())
-    .bind(status.as_str())
-    .bind(Timestamp::now().secs())
-    .bind(&event.lease_token)
-    .execute(&mut **tx)
-    .await)?
-    .rows_affected()
-        == 1)
 }

@@ -34,7 +34,7 @@ pub use catalog::{NewPrice, NewProduct, Price, Product, ProductUpdate, Recurring
 pub use customers::{Customer, CustomerFilter};
 pub use disputes::{Dispute, DisputeRecord};
 pub use idempotency::{IDEMPOTENCY_RETENTION, IdempotencyOutcome};
-pub use inbox::{InboxEvent, InboxFilter, NewInboxEvent};
+pub use inbox::{Claimed, InboxEvent, InboxFilter, NewInboxEvent};
 pub use orders::{Booking, NewOrder, NewOrderItem, Order, OrderItem, StaleOrder};
 pub use plans::{Entitlement, Meter};
 pub use purchases::{
@@ -51,7 +51,7 @@ pub use usage::{NewUsage, UsageRecord, UsageToReport};
 use tollgate_domain::{CustomerId, ProductId, TenantId, Timestamp};
 
 /// The PostgreSQL channel on which a committed change of a customer's access is announced
-/// (`"<tenant> <customer>"`), so that every instance refreshes its index.
+/// (`"<tenant> <customer> <instance>"`), so that every other instance refreshes its index.
 pub const ACCESS_CHANNEL: &str = "tollgate_access";
 
 /// Which engine a store runs on.
@@ -342,6 +342,9 @@ pub struct Store {
 /// dead one at once.
 struct Instance {
     id: String,
+    /// Numbers of subscription reads reserved and not yet handed out, `(last handed out,
+    /// last reserved)` (SQLite only; see [`Store::next_sync_seq`]).
+    seq_block: tokio::sync::Mutex<(i64, i64)>,
     /// The connection holding the advisory lock (PostgreSQL only).
     _holder: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
 }
@@ -412,6 +415,7 @@ impl Store {
             url,
             instance: Arc::new(Instance {
                 id,
+                seq_block: tokio::sync::Mutex::new((0, 0)),
                 _holder: holder,
             }),
         })

@@ -9,7 +9,7 @@ use tollgate_domain::{
     ProductId, StripeCheckoutSessionId, StripePaymentIntentId, TenantId, Timestamp,
 };
 
-use crate::inbox::{InboxEvent, inbox_mark_in};
+use crate::inbox::Claimed;
 use crate::{
     Engine, Result, Store, StoreError, db, enum_col, id_col, opt_id_col, opt_ts_col, ts_col,
 };
@@ -330,7 +330,7 @@ impl Store {
         &self,
         tenant: &TenantId,
         order: &OrderId,
-        mark_event: Option<&InboxEvent>,
+        marks: &[Claimed],
     ) -> Result<()> {
         let now = Timestamp::now().secs();
         let mut tx = self.begin().await?;
@@ -344,14 +344,12 @@ impl Store {
         .bind(OrderStatus::Completed.as_str())
         .execute(&mut *tx)
         .await)?;
-        if let Some(event) = mark_event {
-            inbox_mark_in(
-                &mut tx,
-                event,
-                tollgate_domain::status::InboxStatus::Processed,
-            )
-            .await?;
-        }
+        self.mark_in(
+            &mut tx,
+            marks,
+            tollgate_domain::status::InboxStatus::Processed,
+        )
+        .await?;
         db(tx.commit().await)?;
         Ok(())
     }

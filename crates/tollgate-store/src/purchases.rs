@@ -12,7 +12,7 @@ use tollgate_domain::{
     SubscriptionId, TenantId, Timestamp,
 };
 
-use crate::inbox::{InboxEvent, inbox_mark_in};
+use crate::inbox::Claimed;
 use crate::orders::NO_PAYMENT;
 use crate::{
     AccessChanges, Engine, Result, Store, StoreError, db, enum_col, flag_col, id_col, opt_enum_col,
@@ -215,7 +215,7 @@ impl Store {
 
     /// Completes a paid order exactly once: the order turns `completed`, each item becomes
     /// a purchase with the split of the fee schedule the order was placed under, bookings
-    /// are confirmed, and `mark_event` (the inbox event that caused it, if any) is marked
+    /// are confirmed, and `marks` (the inbox events that caused it, if any) are marked
     /// processed, all in one transaction. Returns the purchases of the order and whose
     /// access changed. Completing a completed order changes nothing.
     ///
@@ -228,7 +228,7 @@ impl Store {
         order_id: &OrderId,
         payment: Option<&StripePaymentIntentId>,
         items: &[NewPurchase],
-        mark_event: Option<&InboxEvent>,
+        marks: &[Claimed],
     ) -> Result<(Vec<Purchase>, AccessChanges)> {
         let mut changes = AccessChanges::none();
         let mut tx = self.begin().await?;
@@ -348,9 +348,7 @@ impl Store {
                 changes.add(tenant, c);
             }
         }
-        if let Some(event) = mark_event {
-            inbox_mark_in(&mut tx, event, InboxStatus::Processed).await?;
-        }
+        self.mark_in(&mut tx, marks, InboxStatus::Processed).await?;
         db(tx.commit().await)?;
         Ok((self.purchases_for_order(tenant, order_id).await?, changes))
     }
@@ -398,7 +396,8 @@ impl Store {
             .collect()
     }
 
-    /// On PostgreSQL, tells every instance (on commit) that a customer's access changed.
+    /// On PostgreSQL, tells every instance (on commit) that a customer's access changed;
+    /// the announcement names this instance, which has applied the change already.
     pub(crate) async fn notify_access_in(
         &self,
         tx: &mut Tx<'_>,
@@ -408,7 +407,7 @@ impl Store {
         if self.engine == Engine::Postgres {
             db(sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::ACCESS_CHANNEL)
-                .bind(format!("{tenant} {customer}"))
+                .bind(format!("{tenant} {customer} {}", self.instance_id()))
                 .execute(&mut **tx)
                 .await)?;
         }
@@ -539,7 +538,7 @@ impl Store {
         amount: Amount,
         reason: Option<RefundReason>,
         stripe_refund_id: &StripeRefundId,
-        mark_event: Option<&InboxEvent>,
+        marks: &[Claimed],
     ) -> Result<(Purchase, AccessChanges)> {
         let mut changes = AccessChanges::none();
         let mut tx = self.begin().await?;
@@ -551,9 +550,7 @@ impl Store {
                 changes.add(tenant, c);
             }
         }
-        if let Some(event) = mark_event {
-            inbox_mark_in(&mut tx, event, InboxStatus::Processed).await?;
-        }
+        self.mark_in(&mut tx, marks, InboxStatus::Processed).await?;
         db(tx.commit().await)?;
         Ok((self.purchase(tenant, purchase).await?, changes))
     }
@@ -586,7 +583,7 @@ impl Store {
         tenant: &TenantId,
         payment_intent: &StripePaymentIntentId,
         refunds: &[StripeRefund],
-        mark_event: Option<&InboxEvent>,
+        marks: &[Claimed],
     ) -> Result<(Vec<Purchase>, AccessChanges)> {
         let mut changes = AccessChanges::none();
         let mut tx = self.begin().await?;
@@ -676,9 +673,7 @@ impl Store {
                 self.notify_access_in(&mut tx, tenant, &c).await?;
             }
         }
-        if let Some(event) = mark_event {
-            inbox_mark_in(&mut tx, event, InboxStatus::Processed).await?;
-        }
+        self.mark_in(&mut tx, marks, InboxStatus::Processed).await?;
         db(tx.commit().await)?;
         Ok((
             self.purchases_for_payment_intent(tenant, payment_intent)
@@ -781,7 +776,7 @@ impl Store {
         tenant: &TenantId,
         payment_intent: &StripePaymentIntentId,
         disputed: bool,
-        mark_event: Option<&InboxEvent>,
+        marks: &[Claimed],
     ) -> Result<(Vec<Purchase>, AccessChanges)> {
         let mut changes = AccessChanges::none();
         let mut tx = self.begin().await?;
@@ -801,9 +796,7 @@ impl Store {
                 changes.add(tenant, &c);
             }
         }
-        if let Some(event) = mark_event {
-            inbox_mark_in(&mut tx, event, InboxStatus::Processed).await?;
-        }
+        self.mark_in(&mut tx, marks, InboxStatus::Processed).await?;
         db(tx.commit().await)?;
         Ok((
             self.purchases_for_payment_intent(tenant, payment_intent)

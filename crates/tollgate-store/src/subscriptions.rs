@@ -15,7 +15,7 @@ use tollgate_domain::{
     Timestamp,
 };
 
-use crate::inbox::{InboxEvent, inbox_mark_in};
+use crate::inbox::Claimed;
 use crate::{
     AccessChanges, Engine, Grant, GrantSource, GrantTarget, Result, Store, StoreError, db,
     enum_col, flag_col, id_col, opt_enum_col, opt_id_col, opt_ts_col, ts_col,
@@ -172,12 +172,35 @@ const COLUMNS: &str = "id, tenant_id, customer_id, stripe_subscription_id, strip
     trial_start, trial_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, pause_behavior, pause_resumes_at, \
     past_due_since, previous_price_id, previous_product_id, previous_until, latest_invoice_id, order_id, created_at, updated_at, synced_seq";
 
+/// Numbers of reads reserved at once on SQLite.
+const SEQ_BLOCK: i64 = 1000;
+
 impl Store {
     /// The next number for a read of Stripe's subscriptions; draw it before the read.
+    ///
+    /// On PostgreSQL every number is drawn from the database, so that the reads of all
+    /// instances are ordered as they began. On SQLite, which serves one instance, numbers
+    /// are handed out from memory in blocks reserved in the database (a write per block
+    /// rather than per read); a second process on the same file draws from other blocks.
     pub async fn next_sync_seq(&self) -> Result<i64> {
+        if self.engine == Engine::Sqlite {
+            let mut block = self.instance.seq_block.lock().await;
+            if block.0 >= block.1 {
+                let end = self.reserve_sync_seqs(SEQ_BLOCK).await?;
+                *block = (end - SEQ_BLOCK, end);
+            }
+            block.0 += 1;
+            return Ok(block.0);
+        }
+        self.reserve_sync_seqs(1).await
+    }
+
+    /// Moves the counter on by `n`; answers its new value (the last number reserved).
+    async fn reserve_sync_seqs(&self, n: i64) -> Result<i64> {
         db(sqlx::query(
-            "UPDATE sync_counters SET value = value + 1 WHERE name = 'subscriptions' RETURNING value",
+            "UPDATE sync_counters SET value = value + $1 WHERE name = 'subscriptions' RETURNING value",
         )
+        .bind(n)
         .fetch_one(&self.pool)
         .await
         .and_then(|r| r.try_get("value")))
@@ -186,19 +209,19 @@ impl Store {
     /// Writes Stripe's state of a subscription read under `seq`, unless a newer read is
     /// stored already. Returns the subscription as stored and whether this write landed.
     /// The customer's access is announced to other instances in the same transaction, and
-    /// `mark_event` is marked processed in it.
+    /// `marks` are marked processed in it.
     pub async fn upsert_subscription(
         &self,
         tenant: &TenantId,
         r: &SubscriptionRecord,
         seq: i64,
-        mark_event: Option<&InboxEvent>,
+        marks: &[Claimed],
     ) -> Result<(Subscription, AccessChanges)> {
         let now = Timestamp::now().secs();
         let items = serde_json::to_string(&r.items)
             .map_err(|e| StoreError::Refused(format!("subscription items: {e}")))?;
         let mut tx = self.begin().await?;
-        let written = db(sqlx::query(
+        let written = db(sqlx::query(&format!(
             "INSERT INTO subscriptions (id, tenant_id, customer_id, stripe_subscription_id, stripe_customer_id, status, product_id, \
              price_id, stripe_price_id, stripe_item_id, quantity, items, currency, current_period_start, current_period_end, \
              trial_start, trial_end, cancel_at_period_end, cancel_at, canceled_at, ended_at, pause_behavior, pause_resumes_at, \
@@ -219,8 +242,9 @@ impl Store {
              previous_until = excluded.previous_until, latest_invoice_id = excluded.latest_invoice_id, \
              order_id = COALESCE(subscriptions.order_id, excluded.order_id), synced_seq = excluded.synced_seq, \
              updated_at = excluded.updated_at \
-             WHERE subscriptions.synced_seq < excluded.synced_seq AND subscriptions.tenant_id = excluded.tenant_id",
-        )
+             WHERE subscriptions.synced_seq < excluded.synced_seq AND subscriptions.tenant_id = excluded.tenant_id \
+             RETURNING {COLUMNS}"
+        ))
         .bind(SubscriptionId::generate().as_str())
         .bind(tenant.as_str())
         .bind(r.customer_id.as_str())
@@ -252,33 +276,33 @@ impl Store {
         .bind(r.order_id.as_ref().map(|o| o.as_str()))
         .bind(seq)
         .bind(now)
-        .execute(&mut *tx)
-        .await)?
-        .rows_affected()
-            == 1;
+        .fetch_optional(&mut *tx)
+        .await)?;
         let mut changes = AccessChanges::none();
-        if written {
+        if written.is_some() {
             self.notify_access_in(&mut tx, tenant, &r.customer_id)
                 .await?;
             changes.add(tenant, &r.customer_id);
         }
-        if let Some(event) = mark_event {
-            inbox_mark_in(
-                &mut tx,
-                event,
-                tollgate_domain::status::InboxStatus::Processed,
-            )
-            .await?;
-        }
-        let row = db(sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND stripe_subscription_id = $2"
-        ))
-        .bind(tenant.as_str())
-        .bind(r.stripe_subscription_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await)?
-        // Stored under another tenant: never this tenant's to see or change.
-        .ok_or(StoreError::NotFound)?;
+        self.mark_in(
+            &mut tx,
+            marks,
+            tollgate_domain::status::InboxStatus::Processed,
+        )
+        .await?;
+        let row = match written {
+            Some(row) => row,
+            // A newer read is stored already (or the row is another tenant's).
+            None => db(sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND stripe_subscription_id = $2"
+            ))
+            .bind(tenant.as_str())
+            .bind(r.stripe_subscription_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await)?
+            // Stored under another tenant: never this tenant's to see or change.
+            .ok_or(StoreError::NotFound)?,
+        };
         db(tx.commit().await)?;
         Ok((db(Subscription::from_row(&row))?, changes))
     }

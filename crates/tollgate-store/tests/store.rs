@@ -101,6 +101,7 @@ both_engines!(
     a_second_paid_order_for_an_owned_product_is_recorded_but_grants_nothing,
     refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund,
     inbox_keeps_one_copy_and_one_worker_holds_an_event,
+    events_stored_together_are_each_stored_once_and_leased_to_their_instance,
     failed_events_retry_then_dead_letter_and_replay,
     idempotency_keys_replay_and_refuse_other_bodies,
     another_tenants_objects_are_not_found,
@@ -324,7 +325,7 @@ async fn paid_order(
         .await
         .unwrap();
     let (purchases, changes) = store
-        .complete_order(t, &order.id, Some(&pi(payment)), &lines(&order, true), None)
+        .complete_order(t, &order.id, Some(&pi(payment)), &lines(&order, true), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -490,12 +491,12 @@ async fn completing_an_order_twice_records_each_purchase_once_with_its_split(sto
     assert_eq!(order.amount_total, amount(2999));
     let lines = lines(&order, true);
     let (first, changes) = store
-        .complete_order(&t, &order.id, Some(&pi("pi_1")), &lines, None)
+        .complete_order(&t, &order.id, Some(&pi("pi_1")), &lines, &[])
         .await
         .unwrap();
     assert_eq!(changes, AccessChanges::one(&t, &c.id));
     let (again, changes) = store
-        .complete_order(&t, &order.id, Some(&pi("pi_1")), &lines, None)
+        .complete_order(&t, &order.id, Some(&pi("pi_1")), &lines, &[])
         .await
         .unwrap();
     assert!(
@@ -627,7 +628,7 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
             amount(400),
             Some(RefundReason::RequestedByCustomer),
             &re("re_1"),
-            None,
+            &[],
         )
         .await
         .unwrap();
@@ -637,7 +638,7 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
     assert_eq!(after.refundable_amount(), amount(600));
     assert!(after.grants_access(), "a partial refund keeps access");
     let (again, changes) = store
-        .record_refund(&t, &p.id, amount(400), None, &re("re_1"), None)
+        .record_refund(&t, &p.id, amount(400), None, &re("re_1"), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -647,7 +648,7 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
     );
     assert!(changes.is_empty(), "and changes nobody's access again");
     let err = store
-        .record_refund(&t, &p.id, amount(601), None, &re("re_2"), None)
+        .record_refund(&t, &p.id, amount(601), None, &re("re_2"), &[])
         .await
         .unwrap_err();
     assert!(
@@ -660,7 +661,7 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
         "a refused refund records nothing"
     );
     let (full, _) = store
-        .record_refund(&t, &p.id, amount(600), None, &re("re_3"), None)
+        .record_refund(&t, &p.id, amount(600), None, &re("re_3"), &[])
         .await
         .unwrap();
     assert_eq!(full.status, PurchaseStatus::Refunded);
@@ -714,7 +715,7 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
         counts: true,
     }];
     let (list, changes) = store
-        .record_external_refunds(&t, &pi("pi_cart"), &external, None)
+        .record_external_refunds(&t, &pi("pi_cart"), &external, &[])
         .await
         .unwrap();
     assert_eq!(
@@ -723,7 +724,7 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
     );
     assert_eq!(changes, AccessChanges::one(&t, &c.id));
     let (list, changes) = store
-        .record_external_refunds(&t, &pi("pi_cart"), &external, None)
+        .record_external_refunds(&t, &pi("pi_cart"), &external, &[])
         .await
         .unwrap();
     assert_eq!(
@@ -734,7 +735,7 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
     assert!(changes.is_empty(), "a known refund changes nothing");
     // A dispute freezes access; winning it thaws it.
     let (_, changes) = store
-        .set_disputed(&t, &pi("pi_cart"), true, None)
+        .set_disputed(&t, &pi("pi_cart"), true, &[])
         .await
         .unwrap();
     assert_eq!(changes, AccessChanges::one(&t, &c.id));
@@ -746,86 +747,111 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
             .is_empty()
     );
     let (_, changes) = store
-        .set_disputed(&t, &pi("pi_cart"), false, None)
+        .set_disputed(&t, &pi("pi_cart"), false, &[])
         .await
         .unwrap();
     assert_eq!(changes, AccessChanges::one(&t, &c.id));
     assert_eq!(store.grants_for_customer(&t, &c.id).await.unwrap().len(), 1);
 }
 
+fn inbox_event<'a>(id: &'a StripeEventId, tenant: Option<&'a TenantId>) -> NewInboxEvent<'a> {
+    NewInboxEvent {
+        event_id: id,
+        event_type: "customer.subscription.updated",
+        tenant_id: tenant,
+        payload: "{}",
+        event_created: Timestamp::from_secs(1),
+        object_key: Some("subscription:sub_1"),
+    }
+}
+
 async fn inbox_keeps_one_copy_and_one_worker_holds_an_event(store: Store) {
     let evt_1 = StripeEventId::from_stripe("evt_1");
     let evt_2 = StripeEventId::from_stripe("evt_2");
-    let e = NewInboxEvent {
-        event_id: &evt_1,
-        event_type: "checkout.session.completed",
-        tenant_id: None,
-        payload: "{}",
-        event_created: Timestamp::from_secs(1),
-    };
+    let e = inbox_event(&evt_1, None);
     assert!(store.inbox_insert(&e).await.unwrap());
     assert!(
         !store.inbox_insert(&e).await.unwrap(),
         "a duplicate delivery is a no-op"
     );
+    // Eight instances on one database claim at once: one holds the event.
+    let mut instances = vec![store.clone()];
+    for _ in 0..7 {
+        instances.push(Store::connect(store.url()).await.unwrap());
+    }
     let mut handles = Vec::new();
-    for _ in 0..8 {
-        let store = store.clone();
+    for s in instances.clone() {
         handles.push(tokio::spawn(async move {
-            store.inbox_claim(Duration::from_secs(30)).await.unwrap()
+            s.inbox_claim(Duration::from_secs(30), 10).await.unwrap()
         }));
     }
     let mut claims = Vec::new();
     for h in handles {
         claims.extend(h.await.unwrap());
     }
-    assert_eq!(claims.len(), 1, "exactly one worker holds the event");
-    assert!(
-        store
-            .inbox_mark(&claims[0], InboxStatus::Processed)
-            .await
-            .unwrap()
+    assert_eq!(claims.len(), 1, "exactly one instance holds the event");
+    assert_eq!(claims[0].object_key.as_deref(), Some("subscription:sub_1"));
+    assert_eq!(
+        claims[0].payload, None,
+        "the body is not read back when the key is known"
     );
     assert!(
         store
-            .inbox_claim(Duration::from_secs(30))
+            .inbox_claim(Duration::from_secs(30), 10)
             .await
             .unwrap()
-            .is_none()
+            .is_empty(),
+        "a held event is not due"
     );
-    // An expired lease (a dead worker) lets another claim it.
+    // An expired lease (a dead instance) lets another instance claim it ...
+    let other = &instances[1];
     store
-        .inbox_insert(&NewInboxEvent {
-            event_id: &evt_2,
-            ..e
-        })
+        .inbox_insert(&inbox_event(&evt_2, None))
         .await
         .unwrap();
-    let lapsed = store.inbox_claim(Duration::ZERO).await.unwrap().unwrap();
+    let mut held = Vec::new();
+    for s in &instances {
+        held.extend(s.inbox_claim(Duration::ZERO, 10).await.unwrap());
+        if !held.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(held.len(), 1);
     let_the_lease_run_out().await;
-    let again = store
-        .inbox_claim(Duration::from_secs(30))
-        .await
-        .unwrap()
+    let holder = instances
+        .iter()
+        .find(|s| s.instance_id() != other.instance_id())
         .unwrap();
-    assert_eq!((&again.event_id, again.attempts), (&evt_2, 2));
-    // The worker whose lease ran out can no longer mark or fail what the other one holds.
-    assert!(
-        !store
-            .inbox_mark(&lapsed, InboxStatus::Processed)
-            .await
-            .unwrap()
-    );
-    assert!(!store.inbox_fail(&lapsed, "late", None).await.unwrap());
+    let lapsed: Vec<_> = holder.inbox_claim(Duration::ZERO, 10).await.unwrap();
+    let_the_lease_run_out().await;
+    let again = other
+        .inbox_claim(Duration::from_secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(&again[0].event_id, &evt_2);
+    assert!(again[0].attempts >= 2, "every claim counts an attempt");
+    // ... and the instance whose lease ran out can no longer mark or fail it.
+    if let Some(lapsed) = lapsed.first() {
+        assert_eq!(
+            holder
+                .inbox_mark_many(&[(lapsed, InboxStatus::Processed)])
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(!holder.inbox_fail(lapsed, "late", None).await.unwrap());
+    }
     assert_eq!(
         store.inbox_event(&evt_2).await.unwrap().unwrap().status,
         InboxStatus::Pending
     );
-    assert!(
-        store
-            .inbox_mark(&again, InboxStatus::Processed)
+    assert_eq!(
+        other
+            .inbox_mark_many(&[(&again[0], InboxStatus::Processed)])
             .await
-            .unwrap()
+            .unwrap(),
+        1
     );
     assert_eq!(
         store.inbox_event(&evt_2).await.unwrap().unwrap().status,
@@ -833,21 +859,106 @@ async fn inbox_keeps_one_copy_and_one_worker_holds_an_event(store: Store) {
     );
 }
 
+/// Group commit: many events in one write, each stored once (a repeat inside the batch
+/// or of an earlier delivery is not new), and an event that cannot be stored fails alone.
+/// Leased as they are stored, events are this instance's without a claim; renewed, they
+/// stay so; the leases of an instance that ended are released for others to take.
+async fn events_stored_together_are_each_stored_once_and_leased_to_their_instance(store: Store) {
+    let ids: Vec<StripeEventId> = (0..250)
+        .map(|n| StripeEventId::from_stripe(format!("evt_batch_{n}")))
+        .collect();
+    let early = inbox_event(&ids[3], None);
+    assert!(store.inbox_insert(&early).await.unwrap());
+    let mut batch: Vec<NewInboxEvent<'_>> = ids.iter().map(|id| inbox_event(id, None)).collect();
+    batch.push(inbox_event(&ids[7], None));
+    let bad_id = StripeEventId::from_stripe("evt_\u{0}bad");
+    let mut with_bad = batch.clone();
+    with_bad.push(NewInboxEvent {
+        event_id: &bad_id,
+        ..inbox_event(&ids[0], None)
+    });
+    let stored = store
+        .inbox_insert_many(&with_bad, Some(Duration::from_secs(30)))
+        .await;
+    assert_eq!(stored.len(), 252);
+    let new: Vec<bool> = stored[..251].iter().map(|r| *r.as_ref().unwrap()).collect();
+    assert_eq!(
+        new.iter().filter(|n| **n).count(),
+        249,
+        "250 ids, one stored before"
+    );
+    assert!(
+        !new[3] && !new[250],
+        "an earlier delivery and a repeat in the batch are not new"
+    );
+    match store.engine() {
+        // PostgreSQL refuses a NUL in text: that event alone fails.
+        Engine::Postgres => assert!(stored[251].is_err()),
+        Engine::Sqlite => assert!(matches!(stored[251], Ok(true))),
+    }
+    assert!(
+        store
+            .inbox_claim(Duration::from_secs(30), 1000)
+            .await
+            .unwrap()
+            .len()
+            <= 2,
+        "leased events are not claimed again (only the two stored unleased are)"
+    );
+    // Renewed, the leases hold past their first end.
+    assert!(
+        store
+            .inbox_renew_leases(Duration::from_secs(60))
+            .await
+            .unwrap()
+            >= 249
+    );
+    let other = Store::connect(store.url()).await.unwrap();
+    assert!(
+        other
+            .inbox_claim(Duration::from_secs(30), 1000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Held by an instance that has ended (a crash): released, then claimed by another.
+    sqlx::query("UPDATE webhook_inbox SET lease_token = 'an-instance-that-ended' WHERE event_id LIKE 'evt_batch_%'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    // On SQLite, which serves one instance, every other holder counts as ended: the first
+    // store's own event (the one with a NUL, which SQLite keeps) is released too.
+    let expected = match store.engine() {
+        Engine::Postgres => 250,
+        Engine::Sqlite => 251,
+    };
+    assert_eq!(other.inbox_release_dead_leases().await.unwrap(), expected);
+    assert_eq!(
+        other
+            .inbox_claim(Duration::from_secs(30), 1000)
+            .await
+            .unwrap()
+            .len(),
+        expected as usize
+    );
+    if store.engine() == Engine::Postgres {
+        assert_eq!(
+            store.inbox_release_dead_leases().await.unwrap(),
+            0,
+            "a live instance's leases are its own"
+        );
+    }
+}
+
 async fn failed_events_retry_then_dead_letter_and_replay(store: Store) {
     let evt_f = StripeEventId::from_stripe("evt_f");
     let t = tenant(&store, (0, 0)).await;
     let lease = Duration::from_secs(30);
     store
-        .inbox_insert(&NewInboxEvent {
-            event_id: &evt_f,
-            event_type: "x",
-            tenant_id: Some(&t),
-            payload: "{}",
-            event_created: Timestamp::from_secs(1),
-        })
+        .inbox_insert(&inbox_event(&evt_f, Some(&t)))
         .await
         .unwrap();
-    let claim = store.inbox_claim(lease).await.unwrap().unwrap();
+    let claim = store.inbox_claim(lease, 1).await.unwrap().pop().unwrap();
     assert_eq!(claim.tenant_id.as_ref(), Some(&t));
     assert!(
         store
@@ -860,7 +971,7 @@ async fn failed_events_retry_then_dead_letter_and_replay(store: Store) {
             .unwrap()
     );
     assert!(
-        store.inbox_claim(lease).await.unwrap().is_none(),
+        store.inbox_claim(lease, 1).await.unwrap().is_empty(),
         "not due yet"
     );
     // Due again (as if the minute had passed), it fails for good.
@@ -868,7 +979,7 @@ async fn failed_events_retry_then_dead_letter_and_replay(store: Store) {
         .execute(store.pool())
         .await
         .unwrap();
-    let claim = store.inbox_claim(lease).await.unwrap().unwrap();
+    let claim = store.inbox_claim(lease, 1).await.unwrap().pop().unwrap();
     assert!(store.inbox_fail(&claim, "boom", None).await.unwrap());
     let dead = store.inbox_event(&evt_f).await.unwrap().unwrap();
     assert_eq!(
@@ -876,12 +987,18 @@ async fn failed_events_retry_then_dead_letter_and_replay(store: Store) {
         (InboxStatus::Dead, Some("boom"))
     );
     assert!(
-        store.inbox_claim(lease).await.unwrap().is_none(),
+        store.inbox_claim(lease, 1).await.unwrap().is_empty(),
         "a dead letter is not claimed"
     );
     assert!(store.inbox_replay(&evt_f).await.unwrap());
     assert_eq!(
-        store.inbox_claim(lease).await.unwrap().unwrap().event_id,
+        store
+            .inbox_claim(lease, 1)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .event_id,
         evt_f
     );
 }
@@ -1022,7 +1139,7 @@ async fn event_tickets_may_be_bought_again_but_a_partly_refunded_course_may_not(
         let lines = lines(&order, false);
         assert_eq!(lines[0].amount, amount(1000));
         let (done, changes) = store
-            .complete_order(&t, &order.id, Some(&pi(payment)), &lines, None)
+            .complete_order(&t, &order.id, Some(&pi(payment)), &lines, &[])
             .await
             .unwrap();
         assert_eq!(
@@ -1046,7 +1163,7 @@ async fn event_tickets_may_be_bought_again_but_a_partly_refunded_course_may_not(
     .await
     .remove(0);
     let (partly, _) = store
-        .record_refund(&t, &first.id, amount(100), None, &re("re_part"), None)
+        .record_refund(&t, &first.id, amount(100), None, &re("re_part"), &[])
         .await
         .unwrap();
     assert_eq!(partly.status, PurchaseStatus::PartiallyRefunded);
@@ -1090,7 +1207,7 @@ async fn event_tickets_may_be_bought_again_but_a_partly_refunded_course_may_not(
             amount(1000),
             Some(RefundReason::Duplicate),
             &re("re_dup"),
-            None,
+            &[],
         )
         .await
         .unwrap();
@@ -1156,7 +1273,7 @@ async fn the_split_follows_the_fee_schedule_the_order_was_placed_under(store: St
         exclusive: true,
     }];
     let (mut purchases, _) = store
-        .complete_order(&t, &order.id, Some(&pi("pi_f")), &lines, None)
+        .complete_order(&t, &order.id, Some(&pi("pi_f")), &lines, &[])
         .await
         .unwrap();
     let p = purchases.remove(0);
@@ -1186,7 +1303,7 @@ async fn one_stripe_refund_recorded_by_the_api_and_the_worker_at_once_counts_onc
             let (store, t, id, refund) = (store.clone(), t.clone(), p.id.clone(), refund.clone());
             tokio::spawn(async move {
                 store
-                    .record_refund(&t, &id, amount(100), None, &refund, None)
+                    .record_refund(&t, &id, amount(100), None, &refund, &[])
                     .await
             })
         };
@@ -1203,7 +1320,7 @@ async fn one_stripe_refund_recorded_by_the_api_and_the_worker_at_once_counts_onc
                             purchase: Some(id),
                             counts: true,
                         }],
-                        None,
+                        &[],
                     )
                     .await
             })
@@ -1352,12 +1469,12 @@ async fn another_tenants_objects_are_not_found(store: Store) {
     );
     assert!(matches!(
         store
-            .record_refund(&b, &purchases[0].id, amount(1), None, &re("re_b"), None)
+            .record_refund(&b, &purchases[0].id, amount(1), None, &re("re_b"), &[])
             .await,
         Err(StoreError::NotFound)
     ));
     let (frozen, changes) = store
-        .set_disputed(&b, &pi("pi_a"), true, None)
+        .set_disputed(&b, &pi("pi_a"), true, &[])
         .await
         .unwrap();
     assert!(
@@ -1433,7 +1550,7 @@ async fn an_older_read_of_a_subscription_never_overwrites_a_newer_one(store: Sto
             &t,
             &subscription_record(&c, SubscriptionStatus::Active, true),
             newer,
-            None,
+            &[],
         )
         .await
         .unwrap();
@@ -1451,7 +1568,7 @@ async fn an_older_read_of_a_subscription_never_overwrites_a_newer_one(store: Sto
             &t,
             &subscription_record(&c, SubscriptionStatus::Trialing, false),
             older,
-            None,
+            &[],
         )
         .await
         .unwrap();
@@ -1464,7 +1581,7 @@ async fn an_older_read_of_a_subscription_never_overwrites_a_newer_one(store: Sto
             &t,
             &subscription_record(&c, SubscriptionStatus::Active, true),
             newer,
-            None,
+            &[],
         )
         .await
         .unwrap();
@@ -1475,7 +1592,7 @@ async fn an_older_read_of_a_subscription_never_overwrites_a_newer_one(store: Sto
             &t,
             &subscription_record(&c, SubscriptionStatus::Canceled, false),
             newest,
-            None,
+            &[],
         )
         .await
         .unwrap();

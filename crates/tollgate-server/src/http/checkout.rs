@@ -70,7 +70,7 @@ async fn retrieve(
         Err(e) => return Err(e.into()),
     };
     if q.sync == Some(true) {
-        let Some((order, completion)) = complete_from_stripe(&state, &tenant, &sid, None).await?
+        let Some((order, completion)) = complete_from_stripe(&state, &tenant, &sid, &[]).await?
         else {
             return Err(missing());
         };

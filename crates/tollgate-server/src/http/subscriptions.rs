@@ -127,7 +127,7 @@ async fn retrieve(
     let mut sub = find(&state, &tenant, &raw).await?;
     if q.sync == Some(true)
         && let Synced::Mirrored(s) =
-            subs::sync_subscription(&state, &tenant, &sub.stripe_subscription_id, None).await?
+            subs::sync_subscription(&state, &tenant, &sub.stripe_subscription_id, &[]).await?
     {
         sub = *s;
     }

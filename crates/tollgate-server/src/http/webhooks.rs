@@ -5,13 +5,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use tollgate_domain::Timestamp;
-use tollgate_store::NewInboxEvent;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::Answer;
 use crate::error::{Code, Error};
+use crate::ingest::Arrival;
 use crate::state::AppState;
+use crate::usecases::events::EventObject;
 use crate::views::WebhookAck;
 
 /// Stripe's events can be large (a session with many line items); they get more room.
@@ -65,19 +66,18 @@ async fn receive(
             "The body is not a Stripe event.",
         ));
     };
+    let object = EventObject::of(&envelope);
     let inserted = state
-        .store
-        .inbox_insert(&NewInboxEvent {
-            event_id: &envelope.id,
-            event_type: &envelope.event_type,
-            tenant_id: envelope.tenant_id.as_ref(),
-            payload,
+        .ingest
+        .store(Arrival {
+            event_id: envelope.id.clone(),
+            event_type: envelope.event_type.clone(),
+            tenant_id: envelope.tenant_id,
+            payload: payload.to_owned(),
             event_created: envelope.created,
+            object,
         })
         .await?;
-    if inserted {
-        state.inbox_signal.notify_one();
-    }
     tracing::debug!(event = %envelope.id, kind = %envelope.event_type, duplicate = !inserted, "webhook stored");
     Ok(axum::Json(WebhookAck {
         received: true,

@@ -464,7 +464,7 @@ async fn one_subscription_per_plan(
         if let Err(e) = state.stripe.expire_session(session).await {
             tracing::info!(error = %e, session = %session, "an older subscription checkout could not be expired; reading its state");
         }
-        super::completion::complete_from_stripe(state, tenant, session, None).await?;
+        super::completion::complete_from_stripe(state, tenant, session, &[]).await?;
     }
     if let Some(live) = state
         .store

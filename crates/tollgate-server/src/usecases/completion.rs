@@ -6,7 +6,7 @@ use tollgate_domain::status::{
     CheckoutMode, OrderStatus, PaymentStatus, RefundReason, SessionStatus,
 };
 use tollgate_domain::{OrderId, StripeCheckoutSessionId};
-use tollgate_store::{InboxEvent, NewPurchase, Order, Purchase, StoreError, Subscription, Tenant};
+use tollgate_store::{Claimed, NewPurchase, Order, Purchase, StoreError, Subscription, Tenant};
 use tollgate_stripe::PaymentOutcome;
 
 use super::subscriptions::{Synced, sync_subscription};
@@ -72,14 +72,14 @@ async fn order_for_session(
 }
 
 /// Re-fetches the session from Stripe and, if it is paid, completes its order exactly once.
-/// The webhook worker and `?sync=true` both come here; `mark_event` is the inbox event to
+/// The webhook worker and `?sync=true` both come here; `marks` are the inbox events to
 /// mark processed in the same transaction. `None`: the session is no order of this
 /// tenant's.
 pub async fn complete_from_stripe(
     state: &AppState,
     tenant: &Tenant,
     session_id: &StripeCheckoutSessionId,
-    mark_event: Option<&InboxEvent>,
+    marks: &[Claimed],
 ) -> Result<Option<(Order, Completion)>> {
     let t = &tenant.id;
     let session = state.stripe.retrieve_session(session_id).await?;
@@ -133,7 +133,7 @@ pub async fn complete_from_stripe(
                 "The completed Checkout Session has no subscription.",
             )
         })?;
-        let sub = match sync_subscription(state, tenant, stripe_sub, None).await? {
+        let sub = match sync_subscription(state, tenant, stripe_sub, &[]).await? {
             Synced::Mirrored(s) => *s,
             Synced::NotOurs => {
                 return Err(Error::conflict(
@@ -144,7 +144,7 @@ pub async fn complete_from_stripe(
         };
         state
             .store
-            .complete_subscription_order(t, &order.id, mark_event)
+            .complete_subscription_order(t, &order.id, marks)
             .await?;
         tracing::info!(tenant = %t, order = %order.id, subscription = %sub.id, "subscription order completed");
         let order = state.store.order(t, &order.id).await?;
@@ -190,7 +190,7 @@ pub async fn complete_from_stripe(
             &order.id,
             session.payment_intent.as_ref(),
             &purchases_in,
-            mark_event,
+            marks,
         )
         .await?;
     state.apply(changes).await;
@@ -198,8 +198,8 @@ pub async fn complete_from_stripe(
     // A refund or a dispute may have come before the purchase was recorded (events can
     // arrive in any order): what Stripe has now counts from the start.
     if let Some(pi) = &session.payment_intent {
-        refunds::sync_refunds(state, tenant, pi, None).await?;
-        disputes::sync_disputes(state, tenant, pi, None).await?;
+        refunds::sync_refunds(state, tenant, pi, &[]).await?;
+        disputes::sync_disputes(state, tenant, pi, &[]).await?;
     }
     tracing::info!(tenant = %t, order = %order.id, purchases = purchases.len(), amount = %order.amount_total, currency = %order.currency, customer = order.customer_id.as_ref().map(|c| c.as_str()).unwrap_or("guest"), "order completed");
     let order = state.store.order(t, &order.id).await?;
@@ -250,7 +250,7 @@ pub async fn refund_duplicates(state: &AppState, tenant: &Tenant, order: &Order)
                         refund.amount,
                         Some(RefundReason::DuplicatePurchase),
                         &refund.id,
-                        None,
+                        &[],
                     )
                     .await
                 {

@@ -2,19 +2,19 @@
 //! (frozen while one is open), and a lost one takes the money back in the ledger.
 
 use tollgate_domain::{DisputeId, StripePaymentIntentId};
-use tollgate_store::{Dispute, DisputeRecord, InboxEvent, Purchase, StoreError, Tenant};
+use tollgate_store::{Claimed, Dispute, DisputeRecord, Purchase, StoreError, Tenant};
 
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
 /// Reads the payment's disputes from Stripe and stores them; freezes its purchases while
 /// any dispute is open or was lost; writes each lost one into the ledger (once).
-/// `mark_event` is marked processed with the write.
+/// `marks` are marked processed with the write.
 pub async fn sync_disputes(
     state: &AppState,
     tenant: &Tenant,
     payment_intent: &StripePaymentIntentId,
-    mark_event: Option<&InboxEvent>,
+    marks: &[Claimed],
 ) -> Result<Vec<Purchase>> {
     let t = &tenant.id;
     let disputes = state.stripe.list_disputes(payment_intent).await?;
@@ -49,7 +49,7 @@ pub async fn sync_disputes(
     let disputed = disputes.iter().any(|d| !d.status.settled_for_merchant());
     let (purchases, changes) = state
         .store
-        .set_disputed(t, payment_intent, disputed, mark_event)
+        .set_disputed(t, payment_intent, disputed, marks)
         .await?;
     state.apply(changes).await;
     Ok(purchases)

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tollgate_domain::status::{RefundReason, RefundRequestStatus};
 use tollgate_domain::{Amount, PurchaseId, StripePaymentIntentId, Timestamp};
 use tollgate_store::{
-    InboxEvent, Opened, Purchase, RefundRefusal, RefundRequest, StoreError, StripeRefund, Tenant,
+    Claimed, Opened, Purchase, RefundRefusal, RefundRequest, StoreError, StripeRefund, Tenant,
 };
 use utoipa::ToSchema;
 
@@ -71,7 +71,7 @@ pub async fn refund_purchase(
     if let Some(pi) = &purchase.stripe_payment_intent_id {
         // What Stripe refunded already (a refund made in the Dashboard) counts before the
         // amount left is decided.
-        sync_refunds(state, tenant, pi, None).await?;
+        sync_refunds(state, tenant, pi, &[]).await?;
     }
     let request = match state
         .store
@@ -208,12 +208,12 @@ pub async fn resume_stale_requests(state: &AppState, limit: i64) -> Result<usize
 
 /// Brings the ledger in line with Stripe's refunds of a payment: records each that counts
 /// and is not recorded yet, and undoes each recorded one Stripe since reported failed;
-/// `mark_event` is marked processed with it. Answers the payment's purchases after.
+/// `marks` are marked processed with it. Answers the payment's purchases after.
 pub async fn sync_refunds(
     state: &AppState,
     tenant: &Tenant,
     payment_intent: &StripePaymentIntentId,
-    mark_event: Option<&InboxEvent>,
+    marks: &[Claimed],
 ) -> Result<Vec<Purchase>> {
     let refunds: Vec<StripeRefund> = state
         .stripe
@@ -229,7 +229,7 @@ pub async fn sync_refunds(
         .collect();
     let (purchases, changes) = state
         .store
-        .record_external_refunds(&tenant.id, payment_intent, &refunds, mark_event)
+        .record_external_refunds(&tenant.id, payment_intent, &refunds, marks)
         .await?;
     state.apply(changes).await;
     Ok(purchases)

@@ -10,7 +10,7 @@ use tollgate_domain::status::{PauseBehavior, RecurringInterval, SubscriptionStat
 use tollgate_domain::subscription::{Change, Rate, change};
 use tollgate_domain::{OrderId, StripePriceId, StripeSubscriptionId, SubscriptionId, Timestamp};
 use tollgate_store::{
-    InboxEvent, Price, StoreError, Subscription, SubscriptionItem, SubscriptionRecord, Tenant,
+    Claimed, Price, StoreError, Subscription, SubscriptionItem, SubscriptionRecord, Tenant,
 };
 use tollgate_stripe::{SubscriptionChange, SubscriptionState};
 use utoipa::ToSchema;
@@ -38,17 +38,17 @@ pub async fn find(state: &AppState, tenant: &Tenant, id: &SubscriptionId) -> Res
     }
 }
 
-/// Reads a subscription from Stripe and stores it; `mark_event` is marked processed with
+/// Reads a subscription from Stripe and stores it; `marks` are marked processed with
 /// the write. The webhook worker, `?sync=true` and checkout completion come here.
 pub async fn sync_subscription(
     state: &AppState,
     tenant: &Tenant,
     stripe_id: &StripeSubscriptionId,
-    mark_event: Option<&InboxEvent>,
+    marks: &[Claimed],
 ) -> Result<Synced> {
     let seq = state.store.next_sync_seq().await?;
     let s = state.stripe.retrieve_subscription(stripe_id).await?;
-    store_state(state, tenant, seq, s, mark_event).await
+    store_state(state, tenant, seq, s, marks).await
 }
 
 /// Maps Stripe's state to the mirror's record and stores it under `seq`.
@@ -57,7 +57,7 @@ async fn store_state(
     tenant: &Tenant,
     seq: i64,
     s: SubscriptionState,
-    mark_event: Option<&InboxEvent>,
+    marks: &[Claimed],
 ) -> Result<Synced> {
     let t = &tenant.id;
     let customer = match state.store.customer_by_stripe_id(t, &s.customer).await {
@@ -126,7 +126,7 @@ async fn store_state(
     };
     let (stored, changes) = match state
         .store
-        .upsert_subscription(t, &record, seq, mark_event)
+        .upsert_subscription(t, &record, seq, marks)
         .await
     {
         Ok(done) => done,
@@ -148,7 +148,7 @@ async fn store_answer(
     seq: i64,
     s: SubscriptionState,
 ) -> Result<Subscription> {
-    match store_state(state, tenant, seq, s, None).await? {
+    match store_state(state, tenant, seq, s, &[]).await? {
         Synced::Mirrored(sub) => Ok(*sub),
         Synced::NotOurs => Err(Error::conflict(
             Code::Conflict,
