@@ -89,11 +89,23 @@ pub fn start(
         held: Arc::new(AtomicUsize::new(0)),
     };
     let (marks_tx, marks_rx) = mpsc::unbounded_channel();
+    let apply: ApplyGroup = {
+        let (state, marks) = (state.clone(), marks_tx.clone());
+        Arc::new(move |key, started, group| {
+            Box::pin(apply_group(
+                state.clone(),
+                key,
+                started,
+                group,
+                marks.clone(),
+            ))
+        })
+    };
     let tasks = vec![
         tokio::spawn(dispatch(
-            state.clone(),
             rx,
             handle.held.clone(),
+            apply,
             marks_tx,
             concurrency.max(1),
             stop.clone(),
@@ -124,10 +136,20 @@ struct Done {
     covers: Option<InboxStatus>,
 }
 
+/// Applies one group of events about one object and says what became of it.
+type ApplyGroup = Arc<
+    dyn Fn(LaneKey, Instant, Vec<Queued>) -> std::pin::Pin<Box<dyn Future<Output = Done> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Runs groups of held events through `apply`, one group per object at a time and at
+/// most `concurrency` at once; events that waited behind a group and were stored before
+/// it began are marked with its outcome, without a group of their own.
 async fn dispatch(
-    state: AppState,
     mut rx: mpsc::UnboundedReceiver<Queued>,
     held: Arc<AtomicUsize>,
+    apply: ApplyGroup,
     marks: mpsc::UnboundedSender<(Claimed, InboxStatus)>,
     concurrency: usize,
     mut stop: watch::Receiver<bool>,
@@ -146,13 +168,7 @@ async fn dispatch(
             let started = Instant::now();
             lane.running = Some(started);
             let group = std::mem::take(&mut lane.waiting);
-            running.spawn(apply_group(
-                state.clone(),
-                key,
-                started,
-                group,
-                marks.clone(),
-            ));
+            running.spawn(apply(key, started, group));
         }
         if stopping && running.is_empty() {
             return;
@@ -376,6 +392,262 @@ pub(crate) fn backoff(attempts: i64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use tokio::sync::Semaphore;
+    use tollgate_domain::StripeSubscriptionId;
+
+    /// A stand-in for applying: records each group, counts how many run at once (in all
+    /// and per object), and holds each group until the test lets one finish.
+    #[derive(Clone)]
+    struct Recorder {
+        groups: Arc<Mutex<Vec<(String, Vec<String>)>>>,
+        running: Arc<Mutex<HashMap<String, usize>>>,
+        most_at_once: Arc<AtomicUsize>,
+        most_per_object: Arc<AtomicUsize>,
+        gate: Arc<Semaphore>,
+        fail_next: Arc<AtomicUsize>,
+    }
+
+    impl Default for Recorder {
+        fn default() -> Self {
+            Self {
+                groups: Arc::default(),
+                running: Arc::default(),
+                most_at_once: Arc::default(),
+                most_per_object: Arc::default(),
+                gate: Arc::new(Semaphore::new(0)),
+                fail_next: Arc::default(),
+            }
+        }
+    }
+
+    impl Recorder {
+        fn apply(&self) -> ApplyGroup {
+            let r = self.clone();
+            Arc::new(move |key: LaneKey, started, group: Vec<Queued>| {
+                let r = r.clone();
+                Box::pin(async move {
+                    let object = key.0.key();
+                    let ids: Vec<String> =
+                        group.iter().map(|q| q.event.event_id.to_string()).collect();
+                    {
+                        let mut running = r.running.lock().unwrap();
+                        let n = running.entry(object.clone()).or_default();
+                        *n += 1;
+                        r.most_per_object.fetch_max(*n, Ordering::SeqCst);
+                        let total = running.values().sum::<usize>();
+                        r.most_at_once.fetch_max(total, Ordering::SeqCst);
+                        r.groups.lock().unwrap().push((object.clone(), ids.clone()));
+                    }
+                    r.gate.acquire().await.unwrap().forget();
+                    *r.running.lock().unwrap().get_mut(&object).unwrap() -= 1;
+                    let failed = r
+                        .fail_next
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    Done {
+                        key,
+                        started,
+                        ids: group.into_iter().map(|q| q.event.event_id).collect(),
+                        covers: (!failed).then_some(InboxStatus::Processed),
+                    }
+                })
+            })
+        }
+
+        fn groups(&self) -> Vec<(String, Vec<String>)> {
+            self.groups.lock().unwrap().clone()
+        }
+    }
+
+    fn event(id: &str, sub: &str, stored: Option<Instant>) -> Queued {
+        Queued {
+            event: Claimed {
+                event_id: StripeEventId::from_stripe(id),
+                event_type: "customer.subscription.updated".into(),
+                tenant_id: None,
+                object_key: None,
+                payload: None,
+                received_at: Timestamp::now(),
+                attempts: 1,
+            },
+            object: EventObject::Subscription(StripeSubscriptionId::from_stripe(sub)),
+            stored,
+        }
+    }
+
+    struct Running {
+        events: mpsc::UnboundedSender<Queued>,
+        marks: mpsc::UnboundedReceiver<(Claimed, InboxStatus)>,
+        held: Arc<AtomicUsize>,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<()>,
+    }
+
+    fn run(recorder: &Recorder, concurrency: usize) -> Running {
+        let (events, rx) = mpsc::unbounded_channel();
+        let (marks_tx, marks) = mpsc::unbounded_channel();
+        let (stop, stopped) = watch::channel(false);
+        let held = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(dispatch(
+            rx,
+            held.clone(),
+            recorder.apply(),
+            marks_tx,
+            concurrency,
+            stopped,
+        ));
+        Running {
+            events,
+            marks,
+            held,
+            stop,
+            task,
+        }
+    }
+
+    impl Running {
+        fn send(&self, e: Queued) {
+            self.held.fetch_add(1, Ordering::SeqCst);
+            self.events.send(e).unwrap();
+        }
+    }
+
+    /// Waits (with a deadline) until `check` holds.
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn events_about_one_object_wait_for_each_other_and_share_one_group() {
+        let r = Recorder::default();
+        let d = run(&r, 8);
+        let before = Instant::now() - Duration::from_secs(1);
+        d.send(event("evt_a1", "sub_a", Some(before)));
+        until("the first group", || r.groups().len() == 1).await;
+        // While sub_a's first group runs: more about sub_a, and others about sub_b.
+        d.send(event("evt_a2", "sub_a", None));
+        d.send(event("evt_a3", "sub_a", None));
+        d.send(event("evt_b1", "sub_b", None));
+        d.send(event("evt_b2", "sub_b", None));
+        until("sub_b's group", || r.groups().len() >= 2).await;
+        assert_eq!(
+            r.most_at_once.load(Ordering::SeqCst),
+            2,
+            "another object's events do not wait"
+        );
+        r.gate.add_permits(10);
+        until("all released", || d.held.load(Ordering::SeqCst) == 0).await;
+        let of = |object: &str| -> Vec<Vec<String>> {
+            r.groups()
+                .into_iter()
+                .filter(|(o, _)| o == object)
+                .map(|(_, ids)| ids)
+                .collect()
+        };
+        assert_eq!(
+            of("subscription:sub_a"),
+            vec![
+                vec!["evt_a1".to_owned()],
+                vec!["evt_a2".to_owned(), "evt_a3".to_owned()]
+            ],
+            "what waited behind a group is applied together, in order of arrival"
+        );
+        assert_eq!(of("subscription:sub_b").concat(), vec!["evt_b1", "evt_b2"]);
+        assert_eq!(
+            r.most_per_object.load(Ordering::SeqCst),
+            1,
+            "one group per object at a time"
+        );
+        d.stop.send(true).unwrap();
+        d.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_event_stored_before_the_read_under_way_began_needs_no_read_of_its_own() {
+        let r = Recorder::default();
+        let mut d = run(&r, 8);
+        d.send(event("evt_1", "sub_c", None));
+        until("the first group", || r.groups().len() == 1).await;
+        // Stored before the group began (a read begun after it covers it) ...
+        d.send(event(
+            "evt_2",
+            "sub_c",
+            Some(Instant::now() - Duration::from_secs(10)),
+        ));
+        // ... and stored after it began (its change may be newer than that read).
+        d.send(event(
+            "evt_3",
+            "sub_c",
+            Some(Instant::now() + Duration::from_secs(3600)),
+        ));
+        r.gate.add_permits(1);
+        let (covered, status) = d.marks.recv().await.unwrap();
+        assert_eq!(
+            (covered.event_id.as_str(), status),
+            ("evt_2", InboxStatus::Processed)
+        );
+        until("a group for the newer event", || r.groups().len() == 2).await;
+        assert_eq!(r.groups()[1].1, vec!["evt_3".to_owned()]);
+        r.gate.add_permits(1);
+        until("all released", || d.held.load(Ordering::SeqCst) == 0).await;
+        assert!(
+            d.marks.try_recv().is_err(),
+            "nothing else marked without a read"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_group_covers_nothing_and_the_concurrency_bound_holds() {
+        let r = Recorder::default();
+        r.fail_next.store(1, Ordering::SeqCst);
+        let mut d = run(&r, 3);
+        d.send(event("evt_f1", "sub_f", None));
+        until("the first group", || r.groups().len() == 1).await;
+        d.send(event(
+            "evt_f2",
+            "sub_f",
+            Some(Instant::now() - Duration::from_secs(10)),
+        ));
+        for n in 0..10 {
+            d.send(event(&format!("evt_{n}"), &format!("sub_{n}"), None));
+        }
+        until("three groups at once", || r.groups().len() == 3).await;
+        r.gate.add_permits(100);
+        until("all released", || d.held.load(Ordering::SeqCst) == 0).await;
+        assert!(
+            d.marks.try_recv().is_err(),
+            "a failed read serves no other event"
+        );
+        let f: Vec<_> = r
+            .groups()
+            .into_iter()
+            .filter(|(o, _)| o == "subscription:sub_f")
+            .collect();
+        assert_eq!(
+            f.len(),
+            2,
+            "the event behind a failed group gets its own read"
+        );
+        assert_eq!(r.most_at_once.load(Ordering::SeqCst), 3);
+        assert_eq!(r.groups().len(), 12);
+    }
+
+    #[tokio::test]
+    async fn an_event_claimed_again_while_held_is_applied_once() {
+        let r = Recorder::default();
+        let d = run(&r, 2);
+        d.send(event("evt_twice", "sub_t", None));
+        until("the first group", || r.groups().len() == 1).await;
+        d.send(event("evt_twice", "sub_t", None));
+        r.gate.add_permits(5);
+        until("all released", || d.held.load(Ordering::SeqCst) == 0).await;
+        assert_eq!(r.groups().len(), 1);
+    }
 
     #[test]
     fn backoff_doubles_from_a_second_and_stops_at_an_hour() {

@@ -55,6 +55,7 @@ both_engines!(
     pause_revokes_and_unpause_restores,
     portal_actions_flow_back_through_webhooks,
     subscription_events_duplicated_and_reordered_converge,
+    concurrent_events_at_stripe_latency_converge_for_every_subscription,
     a_promotion_code_discounts_the_subscription,
     usage_is_reported_once_despite_retries,
     a_price_migration_moves_new_signups_then_existing_subscriptions,

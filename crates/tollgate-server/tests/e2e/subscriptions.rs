@@ -549,6 +549,79 @@ pub async fn subscription_events_duplicated_and_reordered_converge(engine: Engin
     assert_eq!(ids.len(), events.len(), "each event stored once");
 }
 
+/// Many subscriptions changed at once, at a Stripe-like latency, with every event
+/// duplicated and reordered and the oldest states delivered again last: events are
+/// applied concurrently (one subscription at a time) and every mirror ends on Stripe's
+/// state, each event stored once and none left failed.
+pub async fn concurrent_events_at_stripe_latency_converge_for_every_subscription(engine: Engine) {
+    let Some(t) = spawn(engine).await else { return };
+    let (plan, _) = t.plan("Team", 2500, "team_monthly").await;
+    let mut subs = Vec::new();
+    for n in 0..8 {
+        let c = t.subscriber(&format!("busy_{n}"), None).await;
+        let sub = t
+            .subscribe(&c, json!({ "price": "team_monthly" }), "4242424242424242")
+            .await;
+        subs.push((c, sub));
+    }
+    t.set_faults(Faults {
+        duplicate_rate: 1.0,
+        reorder_rate: 1.0,
+        latency_ms: 20,
+        latency_max_ms: 80,
+        ..Faults::default()
+    });
+    for (n, (_, sub)) in subs.iter().enumerate() {
+        t.subscription_call(sub, "cancel", json!({})).await;
+        if n % 2 == 0 {
+            t.subscription_call(sub, "resume", json!({})).await;
+        }
+    }
+    t.set_faults(Faults {
+        latency_ms: 20,
+        latency_max_ms: 80,
+        ..Faults::default()
+    });
+    t.resend_all("customer.subscription.created").await;
+    t.settled().await;
+    t.set_faults(Faults::default());
+
+    for (n, (c, sub)) in subs.iter().enumerate() {
+        let mine = t.sub(sub["id"].as_str().unwrap()).await;
+        let theirs = t.stripe_sub(sub).await;
+        assert_eq!(mine["status"], theirs["status"], "subscription {n}");
+        assert_eq!(
+            mine["cancel_at_period_end"], theirs["cancel_at_period_end"],
+            "subscription {n}"
+        );
+        assert_eq!(mine["cancel_at_period_end"], n % 2 == 1, "subscription {n}");
+        assert_eq!(
+            mine["current_period_ends_at"],
+            theirs["items"]["data"][0]["current_period_end"]
+        );
+        assert!(
+            t.access(c, &plan).await,
+            "canceled at period end keeps access"
+        );
+    }
+    let (_, events) = t.get("/v1/events?limit=100").await;
+    let events = events["data"].as_array().unwrap();
+    assert!(events.len() > 16, "{} events", events.len());
+    assert!(
+        events
+            .iter()
+            .all(|e| e["status"] == "processed" || e["status"] == "ignored"),
+        "{events:?}"
+    );
+    let mut ids: Vec<_> = events
+        .iter()
+        .map(|e| e["stripe_event_id"].to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), events.len(), "each event stored once");
+}
+
 /// A promotion code made through Tollgate is a Stripe promotion code, and applying it at
 /// checkout discounts the subscription's invoices.
 pub async fn a_promotion_code_discounts_the_subscription(engine: Engine) {
