@@ -396,11 +396,14 @@ mod tests {
     use tokio::sync::Semaphore;
     use tollgate_domain::StripeSubscriptionId;
 
+    /// An object's key and the ids of the events applied together.
+    type Group = (String, Vec<String>);
+
     /// A stand-in for applying: records each group, counts how many run at once (in all
     /// and per object), and holds each group until the test lets one finish.
     #[derive(Clone)]
     struct Recorder {
-        groups: Arc<Mutex<Vec<(String, Vec<String>)>>>,
+        groups: Arc<Mutex<Vec<Group>>>,
         running: Arc<Mutex<HashMap<String, usize>>>,
         most_at_once: Arc<AtomicUsize>,
         most_per_object: Arc<AtomicUsize>,
@@ -455,7 +458,7 @@ mod tests {
             })
         }
 
-        fn groups(&self) -> Vec<(String, Vec<String>)> {
+        fn groups(&self) -> Vec<Group> {
             self.groups.lock().unwrap().clone()
         }
     }
