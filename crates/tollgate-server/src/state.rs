@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tollgate_domain::{CustomerId, ProductId, TenantId};
+use tollgate_domain::{
+    CustomerId, OrderId, PriceId, ProductId, StripeCustomerId, StripePriceId, TenantId,
+};
 use tollgate_store::{AccessChanges, Store, Tenant};
 use tollgate_stripe::Gateway;
 
@@ -16,6 +18,43 @@ use crate::config::Settings;
 /// How long a verified API key is trusted without asking the database again. A key revoked
 /// in another process stops working within this time; in this process, at once.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+/// How long a tenant read for applying events is used again; a change made in this
+/// process is seen at once.
+const TENANT_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Entries a [`Memo`] keeps before it starts again from empty.
+const MEMO_CAPACITY: usize = 100_000;
+
+/// Answers that never change once found (the local customer of a Stripe customer, the
+/// local price of a Stripe price), kept so that applying events asks the database once
+/// per object. A plain map emptied when full: the answers are cheap to find again, so no
+/// eviction order is worth a dependency.
+pub struct Memo<K, V> {
+    map: RwLock<HashMap<K, V>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
+    fn new() -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    pub fn insert(&self, key: K, value: V) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MEMO_CAPACITY {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
+}
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -33,6 +72,14 @@ pub struct Inner {
     /// index holds nothing for asks the database once, then answers from here.
     known_customers: RwLock<HashSet<(TenantId, CustomerId)>>,
     known_products: RwLock<HashSet<(TenantId, ProductId)>>,
+    /// Tenants as read for applying events, with when they were read.
+    tenants: RwLock<HashMap<TenantId, (Arc<Tenant>, Instant)>>,
+    /// The local customer of a tenant's Stripe customer.
+    pub customers_by_stripe: Memo<(TenantId, StripeCustomerId), CustomerId>,
+    /// The local price (and its product) of a tenant's Stripe price.
+    pub prices_by_stripe: Memo<(TenantId, StripePriceId), (PriceId, ProductId)>,
+    /// Orders known to exist, per tenant.
+    pub known_orders: Memo<(TenantId, OrderId), ()>,
     /// Woken when an event lands in the inbox unleased, so the claimer need not poll hard.
     pub inbox_signal: tokio::sync::Notify,
     /// Stores webhook events (group commit).
@@ -76,6 +123,10 @@ impl AppState {
             keys: RwLock::default(),
             known_customers: RwLock::default(),
             known_products: RwLock::default(),
+            tenants: RwLock::default(),
+            customers_by_stripe: Memo::new(),
+            prices_by_stripe: Memo::new(),
+            known_orders: Memo::new(),
             inbox_signal: tokio::sync::Notify::new(),
             ingest,
             dispatcher: std::sync::OnceLock::new(),
@@ -113,6 +164,33 @@ impl AppState {
             }
         }
         Ok(found)
+    }
+
+    /// A tenant, read at most [`TENANT_CACHE_TTL`] ago.
+    pub async fn tenant(&self, id: &TenantId) -> Result<Arc<Tenant>, tollgate_store::StoreError> {
+        if let Some((t, at)) = self
+            .tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            && at.elapsed() < TENANT_CACHE_TTL
+        {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.store.tenant(id).await?);
+        self.tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), (t.clone(), Instant::now()));
+        Ok(t)
+    }
+
+    /// Forgets what is cached of tenants (after a change in this process).
+    pub fn forget_tenants(&self) {
+        self.tenants
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Forgets cached keys (after a revocation in this process).

@@ -2,6 +2,8 @@
 //! decides: each handler re-reads the object the event is about and applies it, so events
 //! in any order, duplicated or replayed, end on Stripe's current state.
 
+use std::sync::Arc;
+
 use tollgate_domain::{
     StripeCheckoutSessionId, StripeEventId, StripePaymentIntentId, StripeSubscriptionId, TenantId,
 };
@@ -213,11 +215,11 @@ pub async fn apply(state: &AppState, object: &EventObject, events: &[Claimed]) -
     }
 }
 
-async fn tenant(state: &AppState, id: Option<&TenantId>) -> Result<Option<Tenant>> {
+async fn tenant(state: &AppState, id: Option<&TenantId>) -> Result<Option<Arc<Tenant>>> {
     let Some(id) = id else {
         return Ok(None);
     };
-    match state.store.tenant(id).await {
+    match state.tenant(id).await {
         Ok(t) => Ok(Some(t)),
         Err(StoreError::NotFound) => Ok(None),
         Err(e) => Err(e.into()),
@@ -232,7 +234,7 @@ async fn payment_tenant(
     events: &[Claimed],
     named: Option<&TenantId>,
     pi: &StripePaymentIntentId,
-) -> Result<Option<Tenant>> {
+) -> Result<Option<Arc<Tenant>>> {
     if let Some(id) = state.store.tenant_for_payment_intent(pi).await? {
         return adopt_tenant(state, events, &id).await;
     }
@@ -249,7 +251,7 @@ async fn subscription_tenant(
     events: &[Claimed],
     named: Option<&TenantId>,
     stripe_sub: &StripeSubscriptionId,
-) -> Result<Option<Tenant>> {
+) -> Result<Option<Arc<Tenant>>> {
     if named.is_some() {
         return tenant(state, named).await;
     }
@@ -269,7 +271,7 @@ async fn adopt_tenant(
     state: &AppState,
     events: &[Claimed],
     id: &TenantId,
-) -> Result<Option<Tenant>> {
+) -> Result<Option<Arc<Tenant>>> {
     for e in events.iter().filter(|e| e.tenant_id.is_none()) {
         state.store.inbox_set_tenant(&e.event_id, id).await?;
     }

@@ -104,5 +104,6 @@ async fn portal_configuration(
         .await?;
     state.store.set_portal_configuration(t, &id, &hash).await?;
     state.forget_keys();
+    state.forget_tenants();
     Ok(id)
 }

@@ -8,7 +8,10 @@
 use serde::Deserialize;
 use tollgate_domain::status::{PauseBehavior, RecurringInterval, SubscriptionStatus};
 use tollgate_domain::subscription::{Change, Rate, change};
-use tollgate_domain::{OrderId, StripePriceId, StripeSubscriptionId, SubscriptionId, Timestamp};
+use tollgate_domain::{
+    CustomerId, OrderId, PriceId, ProductId, StripeCustomerId, StripePriceId, StripeSubscriptionId,
+    SubscriptionId, TenantId, Timestamp,
+};
 use tollgate_store::{
     Claimed, Price, StoreError, Subscription, SubscriptionItem, SubscriptionRecord, Tenant,
 };
@@ -60,10 +63,8 @@ async fn store_state(
     marks: &[Claimed],
 ) -> Result<Synced> {
     let t = &tenant.id;
-    let customer = match state.store.customer_by_stripe_id(t, &s.customer).await {
-        Ok(c) => c,
-        Err(StoreError::NotFound) => return Ok(Synced::NotOurs),
-        Err(e) => return Err(e.into()),
+    let Some(customer_id) = known_customer(state, t, &s.customer).await? else {
+        return Ok(Synced::NotOurs);
     };
     let item = s
         .plan_item()
@@ -77,7 +78,7 @@ async fn store_state(
         .get("order_id")
         .and_then(|o| OrderId::parse(o).ok())
     {
-        Some(o) if state.store.order(t, &o).await.is_ok() => Some(o),
+        Some(o) if known_order(state, t, &o).await => Some(o),
         _ => None,
     };
     let mut items = Vec::with_capacity(s.items.len());
@@ -88,7 +89,7 @@ async fn store_state(
         items.push(SubscriptionItem {
             stripe_item_id: i.id.clone(),
             stripe_price_id: i.stripe_price_id.clone(),
-            price_id: local.as_ref().map(|p| p.id.clone()),
+            price_id: local.as_ref().map(|(price, _)| price.clone()),
             quantity: i.quantity,
         });
         if n == 0 {
@@ -96,12 +97,12 @@ async fn store_state(
         }
     }
     let record = SubscriptionRecord {
-        customer_id: customer.id.clone(),
+        customer_id,
         stripe_subscription_id: s.id.clone(),
         stripe_customer_id: s.customer.clone(),
         status: s.status,
-        product_id: price.as_ref().map(|p| p.product_id.clone()),
-        price_id: price.as_ref().map(|p| p.id.clone()),
+        product_id: price.as_ref().map(|(_, product)| product.clone()),
+        price_id: price.as_ref().map(|(price, _)| price.clone()),
         stripe_price_id: item.stripe_price_id.clone(),
         stripe_item_id: item.id.clone(),
         quantity: item.quantity,
@@ -118,8 +119,8 @@ async fn store_state(
         pause_behavior: s.pause_behavior,
         pause_resumes_at: s.pause_resumes_at,
         past_due_since: s.past_due_since(),
-        previous_price_id: previous.as_ref().map(|p| p.id.clone()),
-        previous_product_id: previous.as_ref().map(|p| p.product_id.clone()),
+        previous_price_id: previous.as_ref().map(|(price, _)| price.clone()),
+        previous_product_id: previous.as_ref().map(|(_, product)| product.clone()),
         previous_until: previous.as_ref().and(previous_until),
         latest_invoice_id: s.latest_invoice.as_ref().map(|i| i.id.clone()),
         order_id,
@@ -158,16 +159,58 @@ async fn store_answer(
 }
 
 /// The tenant's price Stripe knows by this id, if it is one of the tenant's.
+/// The tenant's price (and its product) for a Stripe price, if it is one of theirs.
 async fn known_price(
     state: &AppState,
     tenant: &Tenant,
     stripe_id: &StripePriceId,
-) -> Result<Option<Price>> {
+) -> Result<Option<(PriceId, ProductId)>> {
+    let key = (tenant.id.clone(), stripe_id.clone());
+    if let Some(found) = state.prices_by_stripe.get(&key) {
+        return Ok(Some(found));
+    }
     match state.store.price_by_stripe_id(&tenant.id, stripe_id).await {
-        Ok(p) => Ok(Some(p)),
+        Ok(p) => {
+            let found = (p.id, p.product_id);
+            state.prices_by_stripe.insert(key, found.clone());
+            Ok(Some(found))
+        }
         Err(StoreError::NotFound) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The tenant's customer for a Stripe customer, if it is one of theirs.
+async fn known_customer(
+    state: &AppState,
+    tenant: &TenantId,
+    stripe_id: &StripeCustomerId,
+) -> Result<Option<CustomerId>> {
+    let key = (tenant.clone(), stripe_id.clone());
+    if let Some(found) = state.customers_by_stripe.get(&key) {
+        return Ok(Some(found));
+    }
+    match state.store.customer_by_stripe_id(tenant, stripe_id).await {
+        Ok(c) => {
+            state.customers_by_stripe.insert(key, c.id.clone());
+            Ok(Some(c.id))
+        }
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the tenant has this order.
+async fn known_order(state: &AppState, tenant: &TenantId, order: &OrderId) -> bool {
+    let key = (tenant.clone(), order.clone());
+    if state.known_orders.get(&key).is_some() {
+        return true;
+    }
+    let found = state.store.order(tenant, order).await.is_ok();
+    if found {
+        state.known_orders.insert(key, ());
+    }
+    found
 }
 
 /// Makes one change in Stripe (keyed by the subscription, the change and the state it was

@@ -177,6 +177,7 @@ pub async fn update_tenant(
 ) -> Result<Tenant> {
     let (tenant, changes) = update_tenant_in(&state.store, id, input, actor).await?;
     state.forget_keys();
+    state.forget_tenants();
     state.apply(changes).await;
     Ok(tenant)
 }
