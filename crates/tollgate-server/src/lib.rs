@@ -7,10 +7,13 @@
 pub mod access;
 pub mod app;
 pub mod config;
+pub mod database;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod logging;
 pub mod maintenance;
+pub mod setup;
 pub mod state;
 pub mod usage_reporter;
 pub mod usecases;
