@@ -275,8 +275,9 @@ fn main() -> ExitCode {
         Err(e) => {
             if tollgate::logging::is_json() {
                 tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
             }
-            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -327,19 +328,24 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     };
     let summary = app.summary().clone();
+    // Banners are for people at a terminal or reading a journal; JSON logs get the same
+    // news as log lines, and nothing else on stderr.
+    let plain = !tollgate::logging::is_json();
     match summary.stripe_mode {
         StripeMode::Live => {
-            live_mode_banner();
-            tracing::warn!("LIVE MODE: real money");
+            if plain {
+                live_mode_banner();
+            }
+            tracing::warn!("LIVE MODE: real customers, real charges, real money");
         }
-        StripeMode::BuiltInSandbox => eprintln!(
+        StripeMode::BuiltInSandbox if plain => eprintln!(
             "NO STRIPE_SECRET_KEY: using the built-in offline Stripe sandbox at {} (test mode, no real money)",
             summary
                 .sandbox_public_url
                 .as_deref()
                 .unwrap_or(&summary.stripe_base)
         ),
-        StripeMode::Test => {}
+        StripeMode::BuiltInSandbox | StripeMode::Test => {}
     }
     summary.log();
     app.run_until(async {
@@ -361,10 +367,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn run(cli: Cli, file_names: Vec<String>) -> anyhow::Result<()> {
     // The demo prints its own story; the service logs at info.
+    // async-stripe warns of every error answer itself; the gateway logs them once, with
+    // Stripe's request id.
     let default_filter = if matches!(cli.command, Command::Demo) {
-        "warn"
+        "warn,stripe=error"
     } else {
-        "info,sqlx=warn"
+        "info,sqlx=warn,stripe=error"
     };
     let log_format = match &cli.command {
         Command::Serve(args) => args.settings.log_format,

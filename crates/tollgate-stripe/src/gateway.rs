@@ -108,16 +108,16 @@ fn log_failure(err: &stripe_shared::ApiErrors, status: u16) {
     let code = err.code.as_ref().map(|c| c.as_str()).unwrap_or("-");
     if status >= 500 || status == 429 {
         tracing::warn!(
-            stripe_request_id = request_id,
+            stripe_request_id = %request_id,
             status,
-            code,
+            code = %code,
             "Stripe call failed"
         );
     } else {
         tracing::info!(
-            stripe_request_id = request_id,
+            stripe_request_id = %request_id,
             status,
-            code,
+            code = %code,
             "Stripe refused a call"
         );
     }
