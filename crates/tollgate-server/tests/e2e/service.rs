@@ -287,6 +287,10 @@ pub async fn a_live_key_says_live_mode_and_sigterm_exits_0() {
     p.wait_for_line("tollgate ready").await;
     let err = p.stderr();
     assert!(err.contains("LIVE MODE"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no colour codes off a terminal: {err}"
+    );
     assert!(err.contains("stripe_mode=\"live\""), "{err}");
     p.terminate();
     let status = p.exit().await;
