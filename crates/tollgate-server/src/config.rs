@@ -60,6 +60,7 @@ pub struct Settings {
         env = "STRIPE_WEBHOOK_SECRET",
         hide_env_values = true,
         value_delimiter = ',',
+        value_parser = trimmed,
         value_name = "WHSEC"
     )]
     pub stripe_webhook_secrets: Vec<String>,
@@ -202,12 +203,15 @@ fn listen_address(value: &str) -> Result<SocketAddr, String> {
 impl Settings {
     /// The settings from the environment and defaults alone (after [`load_file`]).
     pub fn from_env() -> anyhow::Result<Self> {
-        let matches = SettingsOnly::command()
+        let clap_error = |e: clap::Error| {
+            let text = e.render().to_string();
+            anyhow::anyhow!("{}", text.trim().trim_start_matches("error: "))
+        };
+        let matches = ignore_empty_env(SettingsOnly::command())
             .no_binary_name(true)
             .try_get_matches_from(std::iter::empty::<String>())
-            .map_err(|e| anyhow::anyhow!("{}", e.render()))?;
-        let s = SettingsOnly::from_arg_matches(&matches)
-            .map_err(|e| anyhow::anyhow!("{}", e.render()))?;
+            .map_err(clap_error)?;
+        let s = SettingsOnly::from_arg_matches(&matches).map_err(clap_error)?;
         Ok(s.settings)
     }
 
@@ -308,6 +312,36 @@ impl Settings {
             None => Some(PathBuf::from(POSTGRES_SANDBOX_STATE)),
         }
     }
+}
+
+/// `cmd` with the environment variables that are set but empty (or blank) not read, as if
+/// unset: `STRIPE_API_BASE=` in a settings file means "none", as it always has.
+pub fn ignore_empty_env(mut cmd: clap::Command) -> clap::Command {
+    let blank: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| {
+            a.get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|v| v.to_string_lossy().trim().is_empty())
+        })
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in blank {
+        cmd = cmd.mut_arg(id, |a| a.env(None));
+    }
+    let subcommands: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in subcommands {
+        cmd = cmd.mut_subcommand(name, ignore_empty_env);
+    }
+    cmd
+}
+
+/// A value without the blanks around it (`whsec_a, whsec_b` is two secrets).
+fn trimmed(value: &str) -> Result<String, String> {
+    Ok(value.trim().to_owned())
 }
 
 /// The start of a value, up to its first `_` (at most 8 characters): enough to say what
@@ -547,6 +581,29 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("tollgate stripe setup")
+        );
+    }
+
+    #[test]
+    fn webhook_secrets_are_split_on_commas_and_trimmed() {
+        let s = SettingsOnly::try_parse_from([
+            "tollgate",
+            "--stripe-webhook-secret",
+            "whsec_a, whsec_b",
+        ])
+        .unwrap()
+        .settings;
+        assert_eq!(s.stripe_webhook_secrets, vec!["whsec_a", "whsec_b"]);
+        let s = SettingsOnly::try_parse_from(["tollgate", "--stripe-webhook-secret", "whsec_a,"])
+            .unwrap()
+            .settings;
+        let with_key = Settings {
+            stripe_secret_key: Some("sk_test_1".into()),
+            ..s
+        };
+        assert!(
+            with_key.check().is_err(),
+            "an empty secret is never accepted"
         );
     }
 

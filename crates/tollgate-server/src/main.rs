@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tollgate::Settings;
 use tollgate::config::{self, StripeKeyKind, StripeMode};
 use tollgate::usecases::tenants::{self, Actor, TenantInput};
@@ -259,7 +259,13 @@ fn main() -> ExitCode {
         },
         None => vec![],
     };
-    let cli = Cli::parse();
+    let cli = match config::ignore_empty_env(Cli::command())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -607,8 +613,6 @@ async fn run(cli: Cli, file_names: Vec<String>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
 
     /// Every flag of every command says what it is for.

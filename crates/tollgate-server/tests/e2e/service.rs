@@ -528,7 +528,10 @@ pub async fn mistaken_settings_say_what_to_do() {
     .unwrap();
     let mut cmd = tollgate();
     cmd.args(["--config", file.to_str().unwrap(), "migrate"])
-        .env("TOLLGATE_LISTN", "127.0.0.1:9999");
+        .env("TOLLGATE_LISTN", "127.0.0.1:9999")
+        // Set but blank: as if unset.
+        .env("TOLLGATE_WORKERS", "")
+        .env("STRIPE_API_BASE", " ");
     let mut p = Proc::start(cmd);
     assert!(p.exit().await.success(), "{}", p.stderr());
     let err = p.stderr();
