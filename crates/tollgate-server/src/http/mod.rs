@@ -110,11 +110,13 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                         .get(INCOMING_REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
+                    // Not `method`/`path`: async-stripe records fields of those names into
+                    // the current span, which is this one when its own spans are filtered.
                     tracing::info_span!(
                         "request",
                         request_id = %id,
-                        method = %req.method(),
-                        path = %req.uri().path(),
+                        http_method = %req.method(),
+                        http_path = %req.uri().path(),
                         tenant = tracing::field::Empty,
                     )
                 })

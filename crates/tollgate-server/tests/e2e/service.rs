@@ -427,8 +427,8 @@ pub async fn requests_carry_an_id_into_json_logs_without_colour() {
     cmd.arg("serve")
         .env("TOLLGATE_LISTEN", listen.to_string())
         .env("TOLLGATE_DATABASE_URL", &db)
-        .env("TOLLGATE_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info");
+        // The default filter (RUST_LOG unset), as deployed.
+        .env("TOLLGATE_LOG_FORMAT", "json");
     let mut p = Proc::start(cmd);
     let http = http();
     until_ready(&http, &format!("{base}/healthz"), &p).await;
@@ -439,6 +439,14 @@ pub async fn requests_carry_an_id_into_json_logs_without_colour() {
         .await
         .unwrap();
     assert_eq!(res.headers()["request-id"], "e2e-given-id-1");
+    // /readyz calls Stripe (the built-in sandbox) inside the request's span.
+    let res = http
+        .get(format!("{base}/readyz"))
+        .header("x-request-id", "e2e-ready-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
     let res = http
         .get(format!("{base}/no/such/route"))
         .send()
@@ -467,9 +475,11 @@ pub async fn requests_carry_an_id_into_json_logs_without_colour() {
     };
     let given = access("e2e-given-id-1");
     assert_eq!(given["status"], 200);
-    assert_eq!(given["span"]["path"], "/healthz");
-    assert_eq!(given["span"]["method"], "GET");
+    assert_eq!(given["span"]["http_path"], "/healthz");
+    assert_eq!(given["span"]["http_method"], "GET");
     assert_eq!(access(&made)["status"], 404);
+    let ready = access("e2e-ready-1");
+    assert_eq!(ready["span"]["http_path"], "/readyz", "{ready}");
     let summary = logs
         .iter()
         .find(|l| l["message"] == "tollgate ready")
