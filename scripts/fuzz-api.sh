@@ -35,6 +35,7 @@ run_on() {
   local admin="tg_admin_fuzz_0123456789abcdefgh"
   echo "== schemathesis against tollgate on $name"
   TOLLGATE_DATABASE_URL="$url" TOLLGATE_LISTEN="127.0.0.1:$port" TOLLGATE_ADMIN_KEY="$admin" \
+    TOLLGATE_SANDBOX_STATE="$work/$name.sandbox.json" \
     RUST_LOG=warn "$bin" serve >"$work/$name.log" 2>&1 &
   server=$!
   for _ in $(seq 1 100); do

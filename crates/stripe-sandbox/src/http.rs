@@ -124,7 +124,16 @@ async fn api_request(
     let request_id = new_id("req");
     let mut res = match serve_api(&shared, &method, &uri, &headers, &body, &request_id).await {
         Ok(res) => res,
-        Err(e) => e.into_response(),
+        // Stripe's error objects link the request's log, which names its id: clients that
+        // see no headers (async-stripe's) log the id from here.
+        Err(e) => e
+            .with_extra(
+                "request_log_url",
+                serde_json::Value::String(format!(
+                    "https://dashboard.stripe.com/test/logs/{request_id}"
+                )),
+            )
+            .into_response(),
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("request-id", v);

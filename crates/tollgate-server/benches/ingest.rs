@@ -49,6 +49,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
+        let sandbox = stripe_sandbox::Sandbox::start(stripe_sandbox::Config::default(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
         let dir = std::env::temp_dir().join(format!("tollgate-bench-ingest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = std::env::var("TOLLGATE_BENCH_DATABASE_URL").unwrap_or_else(|_| format!("sqlite://{}", dir.join("bench.db").display()));
@@ -65,7 +66,9 @@ fn main() {
             listen: addr,
             database_url: url.clone(),
             stripe_secret_key: Some("sk_test_bench".into()),
-            stripe_api_base: Some("http://127.0.0.1:9".into()),
+            // The events sent are ignored without a Stripe call; Stripe must only answer
+            // the key check made on start.
+            stripe_api_base: Some(sandbox.url()),
             stripe_webhook_secrets: vec![SECRET.into()],
             workers,
             ..Settings::default()

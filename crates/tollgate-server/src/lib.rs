@@ -7,11 +7,14 @@
 pub mod access;
 pub mod app;
 pub mod config;
+pub mod database;
 pub mod demo;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod logging;
 pub mod maintenance;
+pub mod setup;
 pub mod state;
 pub mod usage_reporter;
 pub mod usecases;

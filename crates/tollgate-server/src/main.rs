@@ -3,10 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tollgate::Settings;
+use tollgate::config::{self, StripeKeyKind, StripeMode};
 use tollgate::usecases::tenants::{self, Actor, TenantInput};
 use tollgate::views::{ApiKeyView, EventView, IssuedKeyView, TenantView};
 use tollgate_domain::status::InboxStatus;
@@ -17,11 +19,12 @@ use tollgate_store::{InboxFilter, Store};
 #[command(
     name = "tollgate",
     version,
-    about = "Billing for platforms that sell through Stripe on behalf of many tenants"
+    about = "Billing for platforms that sell through Stripe on behalf of many tenants",
+    after_help = "Settings come from flags, the environment and a --config file, in that order of precedence; `tollgate serve --help` lists them all."
 )]
 struct Cli {
-    /// A KEY=VALUE settings file; the environment wins over it.
-    #[arg(long, global = true, env = "TOLLGATE_CONFIG")]
+    /// A KEY=VALUE settings file (the names of the environment variables); the environment wins over it.
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -29,8 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP API, the webhook endpoint and the workers.
-    Serve,
+    /// Run the HTTP API, the webhook endpoint and the workers, until SIGTERM or Ctrl-C.
+    Serve(Box<ServeArgs>),
     /// Apply database migrations (serve does it on start too).
     Migrate,
     /// Start everything on defaults and walk one purchase end to end.
@@ -44,6 +47,9 @@ enum Command {
     /// Stored Stripe events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// The Stripe account: the webhook endpoint Tollgate needs.
+    #[command(subcommand)]
+    Stripe(StripeCommand),
     /// Run the offline Stripe sandbox on its own.
     Sandbox {
         /// Address to listen on.
@@ -59,6 +65,25 @@ enum Command {
         /// Keep the sandbox's state in this file, across restarts.
         #[arg(long, env = "TOLLGATE_SANDBOX_STATE")]
         state: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Subcommand)]
+enum StripeCommand {
+    /// Create or correct the webhook endpoint for TOLLGATE_PUBLIC_URL/webhooks/stripe, with exactly the event types Tollgate handles; prints what to set. Uses STRIPE_SECRET_KEY and STRIPE_API_BASE.
+    Setup {
+        /// This service's public address (default: TOLLGATE_PUBLIC_URL).
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        /// Change nothing: say what would change, and exit non-zero if anything would.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -184,16 +209,7 @@ enum EventsCommand {
 }
 
 async fn store(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect(&settings.database_url)
-        .await
-        .with_context(|| {
-            format!(
-                "connecting to {}",
-                tollgate_store::redact_url(&settings.database_url)
-            )
-        })?;
-    store.migrate().await.context("applying migrations")?;
-    Ok(store)
+    tollgate::database::open(&settings.database_url).await
 }
 
 fn print<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -213,39 +229,219 @@ fn fail(e: tollgate::error::Error) -> anyhow::Error {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    // The demo prints its own story; the service logs at info.
-    let default_filter = if matches!(cli.command, Command::Demo) {
-        "warn"
-    } else {
-        "info,sqlx=warn"
+/// `--config FILE` (or `--config=FILE`, or `TOLLGATE_CONFIG`), read before clap parses the
+/// rest: the file's values must be in the environment by then.
+fn config_file() -> Option<PathBuf> {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == "--config" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(v) = arg.to_str().and_then(|a| a.strip_prefix("--config=")) {
+            return Some(PathBuf::from(v));
+        }
+    }
+    std::env::var_os("TOLLGATE_CONFIG").map(PathBuf::from)
+}
+
+fn main() -> ExitCode {
+    // The settings file goes into the environment before any other thread exists.
+    let file_names = match config_file() {
+        Some(path) => match config::load_file(&path) {
+            Ok(names) => names,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => vec![],
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
+    let cli = match config::ignore_empty_env(Cli::command())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, file_names)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if tollgate::logging::is_json() {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C (SIGINT), naming it.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops gracefully");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+fn live_mode_banner() {
+    let bar = "=".repeat(72);
+    eprintln!("{bar}");
+    eprintln!("  LIVE MODE: STRIPE_SECRET_KEY is a live key. Real customers, real charges,");
+    eprintln!("  real money. Test keys (sk_test_/rk_test_) and test cards do not work here.");
+    eprintln!("{bar}");
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    settings.check()?;
+    // Listening for the stop signals starts now: one during start-up ends it cleanly too.
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let app = tokio::select! {
+        app = tollgate::Application::build(settings) => app?,
+        signal = &mut stop => {
+            tracing::info!(signal, "stopped before start-up finished");
+            return Ok(());
+        }
+    };
+    let summary = app.summary().clone();
+    // Banners are for people at a terminal or reading a journal; JSON logs get the same
+    // news as log lines, and nothing else on stderr.
+    let plain = !tollgate::logging::is_json();
+    match summary.stripe_mode {
+        StripeMode::Live => {
+            if plain {
+                live_mode_banner();
+            }
+            tracing::warn!("LIVE MODE: real customers, real charges, real money");
+        }
+        StripeMode::BuiltInSandbox if plain => eprintln!(
+            "NO STRIPE_SECRET_KEY: using the built-in offline Stripe sandbox at {} (test mode, no real money)",
+            summary
+                .sandbox_public_url
+                .as_deref()
+                .unwrap_or(&summary.stripe_base)
+        ),
+        StripeMode::BuiltInSandbox | StripeMode::Test => {}
+    }
+    summary.log();
+    app.run_until(async {
+        let signal = stop.await;
+        tracing::info!(
+            signal,
+            "stopping: no new connections; finishing requests in flight and the events being applied (a second signal stops at once)"
+        );
+        tokio::spawn(async {
+            let signal = stop_signal().await;
+            tracing::warn!(signal, "stopping at once");
+            std::process::exit(130);
+        });
+    })
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run(cli: Cli, file_names: Vec<String>) -> anyhow::Result<()> {
+    // The demo prints its own story; the service logs at info.
+    // async-stripe warns of every error answer itself; the gateway logs them once, with
+    // Stripe's request id.
+    let default_filter = if matches!(cli.command, Command::Demo) {
+        "warn,stripe=error"
+    } else {
+        "info,sqlx=warn,stripe=error"
+    };
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.settings.log_format,
+        _ => Settings::from_env()
+            .map(|s| s.log_format)
+            .unwrap_or_default(),
+    };
+    tollgate::logging::init(log_format, default_filter);
+    for (name, nearest) in config::unknown_settings(file_names.iter().map(String::as_str))
+        .into_iter()
+        .map(|u| (u, "the settings file"))
+        .chain(
+            config::unknown_environment()
+                .into_iter()
+                .map(|u| (u, "the environment")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let settings = Settings::load(cli.config.as_deref())?;
+        .map(|((name, nearest), place)| ((name, place), nearest))
+    {
+        let (name, place) = name;
+        match nearest {
+            Some(known) => tracing::warn!(
+                "{name} in {place} is not a setting Tollgate reads; did you mean {known}? (`tollgate serve --help` lists them)"
+            ),
+            None => tracing::warn!(
+                "{name} in {place} is not a setting Tollgate reads (`tollgate serve --help` lists them)"
+            ),
+        }
+    }
+    let settings = Settings::from_env;
     match cli.command {
-        Command::Serve => {
-            let app = tollgate::Application::build(settings).await?;
-            eprintln!("tollgate listening on http://{}", app.addr());
-            if let Some(s) = app.sandbox() {
-                eprintln!(
-                    "NO STRIPE_SECRET_KEY: using the built-in offline Stripe sandbox at {} (test mode, no real money)",
-                    s.url()
+        Command::Serve(args) => serve(args.settings).await,
+        Command::Stripe(StripeCommand::Setup { public_url, check }) => {
+            let settings = settings()?;
+            let key = settings.stripe_secret_key.clone().context(
+                "STRIPE_SECRET_KEY is not set: `tollgate stripe setup` works on a Stripe account (the built-in sandbox makes its own endpoint on every start)",
+            )?;
+            StripeKeyKind::of(&key)?;
+            let public_url = public_url.or(settings.public_url.clone()).context(
+                "TOLLGATE_PUBLIC_URL is not set: Stripe must be told where this service is reached (or pass --public-url https://...)",
+            )?;
+            let base = settings
+                .stripe_api_base
+                .clone()
+                .unwrap_or_else(|| tollgate::app::STRIPE_API.into());
+            let gateway = tollgate_stripe::Gateway::new(&key, settings.stripe_api_base.as_deref())
+                .map_err(|e| anyhow::anyhow!("STRIPE_SECRET_KEY cannot be used: {e}"))?;
+            tollgate::app::check_key(&gateway, &base).await?;
+            let report = tollgate::setup::webhook_endpoint(&gateway, &public_url, !check)
+                .await
+                .map_err(|e| anyhow::anyhow!("setting up the webhook endpoint: {e:#}"))?;
+            for line in tollgate::setup::next_steps(&report) {
+                eprintln!("{line}");
+            }
+            print(&report)?;
+            if check && report.changed_or_would_change() {
+                bail!(
+                    "the webhook endpoint is not as Tollgate needs it; run `tollgate stripe setup`"
                 );
             }
-            app.run_until(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
+            Ok(())
         }
         Command::Migrate => {
+            let settings = settings()?;
             store(&settings).await?;
             eprintln!(
                 "migrations applied to {}",
@@ -253,10 +449,10 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Demo => tollgate::demo::run(settings).await,
+        Command::Demo => tollgate::demo::run(settings()?).await,
         Command::Tenant(TenantCommand::Create(flags)) => {
             let input = flags.input()?;
-            let (tenant, key) = tenants::create_tenant_in(&store(&settings).await?, input)
+            let (tenant, key) = tenants::create_tenant_in(&store(&settings()?).await?, input)
                 .await
                 .map_err(fail)?;
             print(&IssuedKeyView {
@@ -267,18 +463,18 @@ async fn main() -> anyhow::Result<()> {
             })
         }
         Command::Tenant(TenantCommand::List) => {
-            let rows = store(&settings).await?.list_tenants().await?;
+            let rows = store(&settings()?).await?.list_tenants().await?;
             print(&rows.iter().map(TenantView::of).collect::<Vec<_>>())
         }
         Command::Tenant(TenantCommand::Show { tenant }) => {
-            let t = tenants::find(&store(&settings).await?, &tenant_id(&tenant)?)
+            let t = tenants::find(&store(&settings()?).await?, &tenant_id(&tenant)?)
                 .await
                 .map_err(fail)?;
             print(&TenantView::of(&t))
         }
         Command::Tenant(TenantCommand::Update { tenant, flags }) => {
             let (t, _changes) = tenants::update_tenant_in(
-                &store(&settings).await?,
+                &store(&settings()?).await?,
                 &tenant_id(&tenant)?,
                 flags.input()?,
                 Actor::Operator,
@@ -291,7 +487,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Key(KeyCommand::Create { tenant }) => {
             let t = tenant_id(&tenant)?;
-            let store = store(&settings).await?;
+            let store = store(&settings()?).await?;
             tenants::find(&store, &t).await.map_err(fail)?;
             let key = store.create_key(&t).await?;
             print(&IssuedKeyView {
@@ -303,7 +499,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Key(KeyCommand::List { tenant }) => {
             let t = tenant_id(&tenant)?;
-            let store = store(&settings).await?;
+            let store = store(&settings()?).await?;
             tenants::find(&store, &t).await.map_err(fail)?;
             let keys = store.list_keys(&t).await?;
             print(&keys.iter().map(ApiKeyView::of).collect::<Vec<_>>())
@@ -311,7 +507,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Key(KeyCommand::Revoke { tenant, key }) => {
             let t = tenant_id(&tenant)?;
             let k = ApiKeyId::parse(&key).map_err(|e| anyhow::anyhow!("--key: {e}"))?;
-            let store = store(&settings).await?;
+            let store = store(&settings()?).await?;
             match store.revoke_key(&t, &k).await {
                 Ok(()) => {}
                 Err(tollgate_store::StoreError::NotFound) => {
@@ -344,14 +540,14 @@ async fn main() -> anyhow::Result<()> {
                     .transpose()?,
                 event_type: None,
             };
-            let rows = store(&settings)
+            let rows = store(&settings()?)
                 .await?
                 .inbox_list(&filter, limit, None)
                 .await?;
             print(&rows.iter().map(EventView::of).collect::<Vec<_>>())
         }
         Command::Events(EventsCommand::Replay { id, dead }) => {
-            let store = store(&settings).await?;
+            let store = store(&settings()?).await?;
             let ids: Vec<StripeEventId> = match id {
                 Some(id) => {
                     vec![StripeEventId::parse(&id).map_err(|e| anyhow::anyhow!("--id: {e}"))?]
@@ -412,5 +608,38 @@ async fn main() -> anyhow::Result<()> {
             sandbox.stop();
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag of every command says what it is for.
+    #[test]
+    fn every_flag_of_every_command_has_help() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                if matches!(arg.get_id().as_str(), "help" | "version") {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some() || arg.get_long_help().is_some(),
+                    "{path} --{} has no help",
+                    arg.get_id()
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(
+                    sub.get_about().is_some(),
+                    "{path} {} has no help",
+                    sub.get_name()
+                );
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        walk(&cmd, "tollgate");
     }
 }

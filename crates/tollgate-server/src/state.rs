@@ -55,6 +55,11 @@ impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
         map.insert(key, value);
     }
 }
+/// How long `/readyz` trusts its last answer from Stripe: probes every few seconds from a
+/// load balancer must not become as many calls to Stripe.
+pub const STRIPE_PROBE_TTL: Duration = Duration::from_secs(5);
+/// How long the readiness call to Stripe may take.
+const STRIPE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -88,6 +93,9 @@ pub struct Inner {
     pub dispatcher: std::sync::OnceLock<crate::worker::Handle>,
     /// Woken when usage is recorded, so the reporter sends it soon.
     pub usage_signal: tokio::sync::Notify,
+    /// The last answer to "does Stripe answer this key?", and when it was had. Held across
+    /// the call, so that probes arriving together share one call.
+    stripe_probe: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -131,8 +139,30 @@ impl AppState {
             ingest,
             dispatcher: std::sync::OnceLock::new(),
             usage_signal: tokio::sync::Notify::new(),
+            stripe_probe: tokio::sync::Mutex::new(None),
         }));
         (state, queue)
+    }
+
+    /// Whether Stripe answers with this instance's key, asked at most once every
+    /// [`STRIPE_PROBE_TTL`]; `Err` says why not (for logs, never for clients).
+    pub async fn stripe_reachable(&self) -> Result<(), String> {
+        let mut last = self.stripe_probe.lock().await;
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < STRIPE_PROBE_TTL
+        {
+            return answer.clone();
+        }
+        let answer = self
+            .stripe
+            .check_key(STRIPE_PROBE_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string());
+        if let Err(why) = &answer {
+            tracing::warn!(error = %why, "readiness: Stripe does not answer");
+        }
+        *last = Some((Instant::now(), answer.clone()));
+        answer
     }
 
     /// The tenant for a secret API key, from a short-lived cache or the database.

@@ -8,8 +8,8 @@ use sqlx::any::AnyRow;
 use tollgate_domain::status::{InboxStatus, OrderStatus, PurchaseStatus, RefundReason};
 use tollgate_domain::{
     Amount, Currency, CustomerId, Email, FeeSchedule, OrderId, OrderItemId, ProductId, PurchaseId,
-    RefundId, Split, StripeCheckoutSessionId, StripePaymentIntentId, StripeRefundId,
-    SubscriptionId, TenantId, Timestamp,
+    RefundId, RefundRequestId, Split, StripeCheckoutSessionId, StripePaymentIntentId,
+    StripeRefundId, SubscriptionId, TenantId, Timestamp,
 };
 
 use crate::inbox::Claimed;
@@ -145,6 +145,9 @@ pub struct StripeRefund {
     pub amount: Amount,
     /// The purchase it was made for, when Tollgate made it (its metadata says so).
     pub purchase: Option<PurchaseId>,
+    /// The refund request it carried out, when Tollgate made it through the API: recording
+    /// the refund settles the request, so its amount is not held twice.
+    pub request: Option<RefundRequestId>,
     /// It took, or is on its way (`false`: failed or canceled, and undone if recorded).
     pub counts: bool,
 }
@@ -620,6 +623,9 @@ impl Store {
                     touched = true;
                 }
                 continue;
+            }
+            if let Some(request) = &refund.request {
+                crate::refund_requests::settle_request_in(&mut tx, request, refund_id).await?;
             }
             if refund_recorded(&mut tx, refund_id).await? {
                 continue;

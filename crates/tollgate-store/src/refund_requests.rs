@@ -289,6 +289,25 @@ async fn one_request(
     db(RefundRequest::from_row(&row))
 }
 
+/// Marks a pending request succeeded by the Stripe refund that carried it out (found by
+/// the webhook worker before the request's own call came back).
+pub(crate) async fn settle_request_in(
+    tx: &mut Tx<'_>,
+    request: &RefundRequestId,
+    stripe_refund_id: &str,
+) -> Result<()> {
+    db(sqlx::query(
+        "UPDATE refund_requests SET status = 'succeeded', stripe_refund_id = $2, failure = NULL, updated_at = $3 \
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(request.as_str())
+    .bind(stripe_refund_id)
+    .bind(Timestamp::now().secs())
+    .execute(&mut **tx)
+    .await)?;
+    Ok(())
+}
+
 /// Marks the requests whose Stripe refund later failed.
 pub(crate) async fn fail_requests_of_refund(tx: &mut Tx<'_>, stripe_refund_id: &str) -> Result<()> {
     db(sqlx::query(

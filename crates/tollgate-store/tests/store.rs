@@ -19,8 +19,8 @@ use tollgate_domain::{
 };
 use tollgate_store::{
     AccessChanges, Constraint, Engine, IDEMPOTENCY_RETENTION, IdempotencyOutcome, NewInboxEvent,
-    NewOrder, NewOrderItem, NewPrice, NewProduct, NewPurchase, NewTenant, NewUsage, ProductUpdate,
-    Store, StoreError, StripeRefund, SubscriptionRecord,
+    NewOrder, NewOrderItem, NewPrice, NewProduct, NewPurchase, NewTenant, NewUsage, Opened,
+    ProductUpdate, Store, StoreError, StripeRefund, SubscriptionRecord,
 };
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -114,6 +114,7 @@ both_engines!(
     two_orders_for_one_product_completed_at_once_make_one_purchase_and_one_duplicate,
     a_check_violation_or_a_nul_byte_is_refused_not_a_database_error,
     every_connection_commits_to_disk_before_answering,
+    a_refund_recorded_from_stripe_settles_the_request_it_carried_out,
 );
 
 /// Item: what is acknowledged must be durable. On SQLite every pooled connection runs
@@ -610,6 +611,62 @@ async fn a_second_paid_order_for_an_owned_product_is_recorded_but_grants_nothing
     assert_owned_once(&store, result);
 }
 
+/// A refund request holds its amount until settled. When the webhook worker records the
+/// Stripe refund before the request's own call comes back, the request is settled with
+/// it: the amount is counted once (refunded), not twice (refunded and held).
+async fn a_refund_recorded_from_stripe_settles_the_request_it_carried_out(store: Store) {
+    let fees = FeeSchedule::new(0, 0).unwrap();
+    let t = tenant(&store, (0, 0)).await;
+    let (c, _) = store
+        .get_or_create_customer(&t, "held", None, None)
+        .await
+        .unwrap();
+    let (a, pa) = product(&store, &t, 1000, None).await;
+    let p = paid_order(&store, &t, &c, vec![item(&a, &pa, 1)], "pi_held", fees)
+        .await
+        .remove(0);
+    let open = |n: i64, key: &'static str| {
+        let (store, t, id) = (store.clone(), t.clone(), p.id.clone());
+        async move {
+            store
+                .open_refund_request(&t, &id, Some(amount(n)), None, Some(key))
+                .await
+                .unwrap()
+        }
+    };
+    let Opened::New(first) = open(150, "k1").await else {
+        panic!("a first request is new")
+    };
+    assert!(
+        matches!(open(851, "k2").await, Opened::Refused(_)),
+        "150 is held: 851 does not fit"
+    );
+    let (_, changes) = store
+        .record_external_refunds(
+            &t,
+            &pi("pi_held"),
+            &[StripeRefund {
+                id: re("re_held"),
+                amount: amount(150),
+                purchase: Some(p.id.clone()),
+                counts: true,
+                request: Some(first.id.clone()),
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changes, AccessChanges::one(&t, &c.id));
+    assert!(
+        matches!(open(850, "k3").await, Opened::New(_)),
+        "150 refunded and no longer held: 850 fits"
+    );
+    let Opened::Existing(settled) = open(150, "k1").await else {
+        panic!("the same key finds the same request")
+    };
+    assert_eq!(settled.stripe_refund_id, Some(re("re_held")));
+}
+
 async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store: Store) {
     let fees = FeeSchedule::new(1000, 500).unwrap();
     let t = tenant(&store, (1000, 500)).await;
@@ -713,6 +770,7 @@ async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store
         amount: amount(800),
         purchase: None,
         counts: true,
+        request: None,
     }];
     let (list, changes) = store
         .record_external_refunds(&t, &pi("pi_cart"), &external, &[])
@@ -1319,6 +1377,7 @@ async fn one_stripe_refund_recorded_by_the_api_and_the_worker_at_once_counts_onc
                             amount: amount(100),
                             purchase: Some(id),
                             counts: true,
+                            request: None,
                         }],
                         &[],
                     )

@@ -27,9 +27,9 @@ use tollgate_domain::status::{
     SessionStatus,
 };
 use tollgate_domain::{
-    Amount, Currency, Email, PurchaseId, StripeCheckoutSessionId, StripeCustomerId,
-    StripeDisputeId, StripeMeterId, StripePaymentIntentId, StripePriceId, StripeProductId,
-    StripeRefundId, StripeSubscriptionId, StripeTestClockId, Timestamp,
+    Amount, Currency, Email, PurchaseId, RefundRequestId, StripeCheckoutSessionId,
+    StripeCustomerId, StripeDisputeId, StripeMeterId, StripePaymentIntentId, StripePriceId,
+    StripeProductId, StripeRefundId, StripeSubscriptionId, StripeTestClockId, Timestamp,
 };
 
 use crate::map;
@@ -84,8 +84,50 @@ impl GatewayError {
     }
 }
 
+/// Stripe's id of a request (`req_...`), from the `request_log_url` of its error object
+/// (`https://dashboard.stripe.com/test/logs/req_...?t=...`): what Stripe's support asks for.
+pub(crate) fn request_id_of(log_url: &str) -> Option<&str> {
+    let path = log_url.split(['?', '#']).next()?;
+    path.rsplit('/')
+        .next()
+        .filter(|id| id.starts_with("req_") && id.len() > 4)
+}
+
+/// Logs a call Stripe answered with an error, with Stripe's request id. Every failed call
+/// passes here, since every error is converted once.
+///
+/// Successful calls are not logged with their id: Stripe sends it in the `Request-Id`
+/// response header, and async-stripe's client returns only the body (its `send_inner`
+/// drops the headers), so having it would mean writing the HTTP client by hand.
+fn log_failure(err: &stripe_shared::ApiErrors, status: u16) {
+    let request_id = err
+        .request_log_url
+        .as_deref()
+        .and_then(request_id_of)
+        .unwrap_or("-");
+    let code = err.code.as_ref().map(|c| c.as_str()).unwrap_or("-");
+    if status >= 500 || status == 429 {
+        tracing::warn!(
+            stripe_request_id = %request_id,
+            status,
+            code = %code,
+            "Stripe call failed"
+        );
+    } else {
+        tracing::info!(
+            stripe_request_id = %request_id,
+            status,
+            code = %code,
+            "Stripe refused a call"
+        );
+    }
+}
+
 impl From<StripeError> for GatewayError {
     fn from(e: StripeError) -> Self {
+        if let StripeError::Stripe(err, status) = &e {
+            log_failure(err, *status);
+        }
         match e {
             StripeError::Stripe(err, 429) => GatewayError::Unavailable(format!(
                 "rate limited: {}",
@@ -119,6 +161,7 @@ pub(crate) type Result<T> = std::result::Result<T, GatewayError>;
 pub struct Gateway {
     pub(crate) client: Client,
     test_mode: bool,
+    live_mode: bool,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -227,6 +270,8 @@ pub struct RefundInfo {
     pub amount: Amount,
     /// `metadata.purchase_id`, on refunds Tollgate made.
     pub purchase_id: Option<PurchaseId>,
+    /// `metadata.refund_request_id`, on refunds Tollgate made through its API.
+    pub request_id: Option<RefundRequestId>,
     pub status: RefundStatus,
 }
 
@@ -279,12 +324,18 @@ impl Gateway {
         Ok(Self {
             client,
             test_mode: secret_key.starts_with("sk_test_") || secret_key.starts_with("rk_test_"),
+            live_mode: secret_key.starts_with("sk_live_") || secret_key.starts_with("rk_live_"),
         })
     }
 
     /// Whether the key is a test-mode key (test clocks and test cards work only there).
     pub fn is_test_mode(&self) -> bool {
         self.test_mode
+    }
+
+    /// Whether the key is a live-mode key: real charges, real money.
+    pub fn is_live_mode(&self) -> bool {
+        self.live_mode
     }
 
     /// Creates a customer; `test_clock` attaches it to a test clock (test mode only).
@@ -694,6 +745,30 @@ fn refund_info(r: stripe_shared::Refund) -> Result<RefundInfo> {
             .as_ref()
             .and_then(|m| m.get("purchase_id"))
             .and_then(|p| PurchaseId::parse(p).ok()),
+        request_id: r
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("refund_request_id"))
+            .and_then(|p| RefundRequestId::parse(p).ok()),
         status: map::refund_status(r.status.as_deref(), &of)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_id_is_read_from_the_request_log_url() {
+        assert_eq!(
+            request_id_of("https://dashboard.stripe.com/test/logs/req_Ab12Cd?t=1700000000"),
+            Some("req_Ab12Cd")
+        );
+        assert_eq!(
+            request_id_of("https://dashboard.stripe.com/logs/req_X9"),
+            Some("req_X9")
+        );
+        assert_eq!(request_id_of("https://dashboard.stripe.com/logs/"), None);
+        assert_eq!(request_id_of("not a url"), None);
+    }
 }

@@ -3,11 +3,13 @@
 //! [`map`](crate::map) alone) so that Stripe's types never leak past this crate; and the
 //! verification of Stripe's webhook signatures.
 
+mod account;
 mod billing;
 mod gateway;
 mod map;
 mod webhook;
 
+pub use account::WebhookEndpointInfo;
 pub use billing::{
     InvoiceState, NewStripeCoupon, PREVIOUS_PRICE_KEY, PREVIOUS_UNTIL_KEY, PortalConfig,
     StripeDiscount, SubscriptionChange, SubscriptionItemState, SubscriptionState,

@@ -104,7 +104,34 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state);
+        .with_state(state)
+        // One access log line per request, in a span that every line logged while serving
+        // it carries (its id, method, path and, once known, tenant).
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get(INCOMING_REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    // Not `method`/`path`: async-stripe records fields of those names into
+                    // the current span, which is this one when its own spans are filtered.
+                    tracing::info_span!(
+                        "request",
+                        request_id = %id,
+                        http_method = %req.method(),
+                        http_path = %req.uri().path(),
+                        tenant = tracing::field::Empty,
+                    )
+                })
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(tower_http::LatencyUnit::Millis),
+                ),
+        )
+        .layer(middleware::from_fn(request_id));
     (router, api)
 }
 
@@ -176,17 +203,57 @@ async fn refuse_unknown_query(
     next.run(req).await
 }
 
+/// Where a caller (or a proxy in front) may pass its own request id.
+const INCOMING_REQUEST_ID: &str = "x-request-id";
+
+/// The request's id, as the caller sent it in `X-Request-Id` (when it is short and
+/// printable) or made here (`req_...`); answered in `Request-Id`, as Stripe names it.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(INCOMING_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id);
+    let value = axum::http::HeaderValue::from_str(&id).ok();
+    if let Some(v) = &value {
+        req.headers_mut().insert(INCOMING_REQUEST_ID, v.clone());
+    }
+    let mut res = next.run(req).await;
+    if let Some(v) = value {
+        res.headers_mut().insert("request-id", v);
+    }
+    res
+}
+
+fn new_request_id() -> String {
+    use rand::Rng;
+    let tail: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect();
+    format!("req_{tail}")
+}
+
 /// The router alone.
 pub fn router(state: AppState) -> Router {
     routes(state).0
 }
 
+/// Ready when the database answers and Stripe answers this instance's key (Stripe's
+/// answer is cached a few seconds); otherwise a 503 in the error format naming which.
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.store.ping().await {
-        "ready".into_response()
-    } else {
-        Error::new(Code::DatabaseUnavailable, "The database does not answer.").into_response()
+    if !state.store.ping().await {
+        return Error::new(Code::DatabaseUnavailable, "The database does not answer.")
+            .into_response();
     }
+    if state.stripe_reachable().await.is_err() {
+        return Error::new(Code::StripeUnavailable, "Stripe does not answer.").into_response();
+    }
+    axum::Json(serde_json::json!({ "status": "ready", "database": "ok", "stripe": "ok" }))
+        .into_response()
 }
 
 /// The bearer token, if the request has one.
@@ -219,6 +286,7 @@ async fn authenticate_tenant(
     };
     match state.tenant_for_key(secret).await {
         Ok(Some(tenant)) => {
+            tracing::Span::current().record("tenant", tenant.id.as_str());
             req.extensions_mut()
                 .insert(IdempotencyScope(tenant.id.to_string()));
             req.extensions_mut().insert(tenant);

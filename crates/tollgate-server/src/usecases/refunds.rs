@@ -225,6 +225,7 @@ pub async fn sync_refunds(
             id: r.id,
             amount: r.amount,
             purchase: r.purchase_id,
+            request: r.request_id,
         })
         .collect();
     let (purchases, changes) = state

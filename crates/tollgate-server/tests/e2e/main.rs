@@ -6,6 +6,7 @@
 
 mod flows;
 mod holes;
+mod service;
 mod subscriptions;
 mod support;
 
@@ -88,4 +89,26 @@ async fn a_failed_access_refresh_is_retried_until_it_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_on_the_same_postgres_sees_access_granted_and_revoked_by_the_first() {
     flows::a_second_instance_sees_access_changes(support::Engine::Postgres).await;
+}
+
+/// The service as an operator runs it (one engine: what is tested is not the storage).
+mod service_tests {
+    macro_rules! cases {
+        ($($case:ident),+ $(,)?) => {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { crate::service::$case().await; })+
+        };
+    }
+    cases!(
+        a_wrong_key_stops_start_up_with_stripes_refusal_and_request_id,
+        keys_and_secrets_of_the_wrong_kind_stop_start_up_with_what_to_do,
+        a_restricted_key_is_accepted,
+        a_live_key_says_live_mode_and_sigterm_exits_0,
+        sigterm_lets_a_request_in_flight_finish_and_exits_0,
+        requests_carry_an_id_into_json_logs_without_colour,
+        mistaken_settings_say_what_to_do,
+        readyz_asks_stripe_at_most_every_few_seconds_and_answers_in_the_error_format,
+        stripe_setup_creates_corrects_and_then_leaves_the_webhook_endpoint,
+        the_built_in_sandbox_keeps_its_objects_across_a_restart,
+    );
 }

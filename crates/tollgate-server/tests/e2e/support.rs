@@ -162,6 +162,7 @@ impl TestApp {
             public_url: None,
             checkout_rate_per_minute: rate,
             workers,
+            ..Settings::default()
         }
     }
 
