@@ -201,7 +201,8 @@ pub async fn complete_from_stripe(
         refunds::sync_refunds(state, tenant, pi, &[]).await?;
         disputes::sync_disputes(state, tenant, pi, &[]).await?;
     }
-    tracing::info!(tenant = %t, order = %order.id, purchases = purchases.len(), amount = %order.amount_total, currency = %order.currency, customer = order.customer_id.as_ref().map(|c| c.as_str()).unwrap_or("guest"), "order completed");
+    let products: Vec<&str> = purchases.iter().map(|p| p.product_id.as_str()).collect();
+    tracing::info!(tenant = %t, order = %order.id, purchases = purchases.len(), amount = %order.amount_total, currency = %order.currency, customer = order.customer_id.as_ref().map(|c| c.as_str()).unwrap_or("guest"), products = %products.join(","), "order completed");
     let order = state.store.order(t, &order.id).await?;
     let purchases = state.store.purchases_for_order(t, &order.id).await?;
     Ok(Some((order, Completion::Completed(purchases))))

@@ -92,10 +92,32 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            workers: 2,
+            workers: tollgate::config::DEFAULT_WORKERS,
             checkout_rate_per_minute: 600,
             fees: (1000, 500),
         }
+    }
+}
+
+/// `TOLLGATE_TEST_STRIPE_LATENCY_MS=100-300` (or `150`) runs the suite with every Stripe
+/// answer delayed as a real one is; `faults` that set a latency of their own keep it.
+pub fn with_stripe_latency(faults: Faults) -> Faults {
+    if faults.latency_ms != 0 || faults.latency_max_ms != 0 {
+        return faults;
+    }
+    let Ok(v) = std::env::var("TOLLGATE_TEST_STRIPE_LATENCY_MS") else {
+        return faults;
+    };
+    let (lo, hi) = v.split_once('-').unwrap_or((&v, &v));
+    let ms = |x: &str| {
+        x.trim()
+            .parse::<u64>()
+            .expect("TOLLGATE_TEST_STRIPE_LATENCY_MS: milliseconds, or a range such as 100-300")
+    };
+    Faults {
+        latency_ms: ms(lo),
+        latency_max_ms: ms(hi),
+        ..faults
     }
 }
 
@@ -108,6 +130,7 @@ pub async fn spawn_with(engine: Engine, opts: Options) -> Option<TestApp> {
     let sandbox = Sandbox::start(Config::for_tests(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
+    sandbox.set_faults(with_stripe_latency(Faults::default()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listen = listener.local_addr().unwrap();
     let flaky = Flaky::default();
@@ -373,8 +396,10 @@ impl TestApp {
         list["data"].as_array().unwrap().clone()
     }
 
+    /// Sets the sandbox's faults; a test that sets no latency keeps the run's
+    /// (`TOLLGATE_TEST_STRIPE_LATENCY_MS`).
     pub fn set_faults(&self, f: Faults) {
-        self.sandbox.set_faults(f);
+        self.sandbox.set_faults(with_stripe_latency(f));
     }
 
     /// Sends every stored sandbox event of this type to its endpoints again.
