@@ -167,25 +167,21 @@ where
 
 /// Parses a query string into `T`, naming the parameter at fault.
 pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Error> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    for (k, v) in &pairs {
-        if has_control(k) || has_control(v) {
+    // Checked on the decoded pairs (borrowed where nothing needed decoding), then read
+    // once more by serde: a query string holds a handful of short pairs.
+    let pairs = || form_urlencoded::parse(query.as_bytes());
+    for (n, (k, v)) in pairs().enumerate() {
+        if has_control(&k) || has_control(&v) {
             return Err(Error::param(
-                k,
+                &k,
                 format!("{k} must not contain control characters."),
             ));
         }
-    }
-    let mut seen = std::collections::HashSet::new();
-    for (k, _) in &pairs {
-        if !seen.insert(k.as_str()) {
-            return Err(Error::param(k, format!("{k} is given more than once.")));
+        if pairs().take(n).any(|(earlier, _)| earlier == k) {
+            return Err(Error::param(&k, format!("{k} is given more than once.")));
         }
     }
-    let encoded = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(encoded.as_bytes()));
+    let de = serde_urlencoded::Deserializer::new(pairs());
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         data_error(&path, &e.into_inner().to_string())

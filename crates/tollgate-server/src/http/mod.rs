@@ -106,7 +106,9 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
         // One access log line per request, in a span that every line logged while serving
-        // it carries (its id, method, path and, once known, tenant).
+        // it carries (its id, method, path and, once known, tenant). Access checks, the
+        // hot read path, are logged at debug level: at thousands a second an info line
+        // each would cost more than the check.
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -117,27 +119,45 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                         .unwrap_or("-");
                     // Not `method`/`path`: async-stripe records fields of those names into
                     // the current span, which is this one when its own spans are filtered.
-                    tracing::info_span!(
-                        "request",
-                        request_id = %id,
-                        http_method = %req.method(),
-                        http_path = %req.uri().path(),
-                        tenant = tracing::field::Empty,
-                    )
+                    if req.method() == Method::GET && req.uri().path() == "/v1/access" {
+                        tracing::debug_span!(
+                            "request",
+                            request_id = %id,
+                            http_method = %req.method(),
+                            http_path = %req.uri().path(),
+                            tenant = tracing::field::Empty,
+                        )
+                    } else {
+                        tracing::info_span!(
+                            "request",
+                            request_id = %id,
+                            http_method = %req.method(),
+                            http_path = %req.uri().path(),
+                            tenant = tracing::field::Empty,
+                        )
+                    }
                 })
                 .on_response(
-                    tower_http::trace::DefaultOnResponse::new()
-                        .level(tracing::Level::INFO)
-                        .latency_unit(tower_http::LatencyUnit::Millis),
+                    |res: &Response, latency: std::time::Duration, span: &tracing::Span| {
+                        // The line belongs to its request's span: none when that is off.
+                        if !span.is_disabled() {
+                            tracing::info!(
+                                parent: span,
+                                status = res.status().as_u16(),
+                                latency = %format_args!("{} ms", latency.as_millis()),
+                                "finished processing request"
+                            );
+                        }
+                    },
                 ),
         )
         .layer(middleware::from_fn(request_id));
     (router, api)
 }
 
-/// The query parameters each operation of the OpenAPI document declares, by method and
-/// route template.
-struct QueryParams(HashMap<(Method, String), HashSet<String>>);
+/// The query parameters each operation of the OpenAPI document declares, by route
+/// template and method.
+struct QueryParams(HashMap<String, Vec<(Method, HashSet<String>)>>);
 
 impl QueryParams {
     fn of(api: &utoipa::openapi::OpenApi) -> Self {
@@ -165,7 +185,10 @@ impl QueryParams {
                         _ => None,
                     })
                     .collect();
-                known.insert((method, path.clone()), names);
+                known
+                    .entry(path.clone())
+                    .or_insert_with(Vec::new)
+                    .push((method, names));
             }
         }
         Self(known)
@@ -184,10 +207,14 @@ async fn refuse_unknown_query(
     if let Some(query) = req.uri().query().filter(|q| !q.is_empty()) {
         // HEAD is answered by the GET route.
         let method = match req.method() {
-            &Method::HEAD => Method::GET,
-            m => m.clone(),
+            &Method::HEAD => &Method::GET,
+            m => m,
         };
-        let allowed = known.0.get(&(method, matched.as_str().to_owned()));
+        let allowed = known
+            .0
+            .get(matched.as_str())
+            .and_then(|ops| ops.iter().find(|(m, _)| m == method))
+            .map(|(_, names)| names);
         for (name, _) in form_urlencoded::parse(query.as_bytes()) {
             if !allowed.is_some_and(|a| a.contains(name.as_ref())) {
                 let name: String = name.chars().filter(|c| !c.is_control()).take(100).collect();
@@ -287,8 +314,11 @@ async fn authenticate_tenant(
     match state.tenant_for_key(secret).await {
         Ok(Some(tenant)) => {
             tracing::Span::current().record("tenant", tenant.id.as_str());
-            req.extensions_mut()
-                .insert(IdempotencyScope(tenant.id.to_string()));
+            // Only a POST may carry an Idempotency-Key.
+            if req.method() == Method::POST {
+                req.extensions_mut()
+                    .insert(IdempotencyScope(tenant.id.to_string()));
+            }
             req.extensions_mut().insert(tenant);
             next.run(req).await
         }
