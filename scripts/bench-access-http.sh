@@ -1,33 +1,130 @@
 #!/usr/bin/env bash
-# Access checks over HTTP on loopback: a release `tollgate serve` (SQLite unless
-# TOLLGATE_DATABASE_URL is set, built-in sandbox), one real purchase made through the
-# sandbox, then wrk hammering GET /v1/access for it. wrk shares the machine with the server.
-#   scripts/bench-access-http.sh [seconds] [connections]
+# Access checks over HTTP on loopback, beside their reference. A release `tollgate serve`
+# (on a fresh SQLite file or PostgreSQL database, with `tollgate sandbox` as Stripe in its
+# own process) gets one real purchase; then wrk asks GET /v1/access for it, and right after
+# asks the same of a minimal axum server answering Tollgate's JSON from a HashMap
+# (benches/access_baseline.rs). Both with the same connections, threads and duration; wrk
+# shares the machine's cores with the server it measures.
+#   scripts/bench-access-http.sh [seconds=10] [connections=16] [sqlite|postgres]
+# BENCH_JSON_OUT=FILE appends the results as one JSON line; TOLLGATE_BENCH_POSTGRES_URL
+# names a server the script may create and drop a database on. When TOLLGATE_BIN and
+# ACCESS_BASELINE_BIN are set (scripts/bench.sh), nothing is built.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-secs="${1:-20}"
-conns="${2:-64}"
-port=18080
+secs="${1:-10}"
+conns="${2:-16}"
+engine="${3:-sqlite}"
+threads=2
+admin_url="${TOLLGATE_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-cargo build --release -q -p tollgate --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/tollgate"
-work="$(mktemp -d)"
-export TOLLGATE_DATABASE_URL="${TOLLGATE_DATABASE_URL:-sqlite://$work/bench.db}"
-export TOLLGATE_LISTEN="127.0.0.1:$port"
-export RUST_LOG=warn
-"$bin" serve >"$work/serve.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+case "$engine" in sqlite|postgres) ;; *) echo "engine: sqlite or postgres, not $engine" >&2; exit 2;; esac
+if [ -z "${TOLLGATE_BIN:-}" ] || [ -z "${ACCESS_BASELINE_BIN:-}" ]; then
+  source <("$root/scripts/bench-build.sh")
+fi
 
-key=$("$bin" tenant create --name Bench --success-url 'https://shop.test/ok?session_id={CHECKOUT_SESSION_ID}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+# Waits until something answers HTTP at the URL (whatever the status).
+wait_for() {
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" != 000 ] && return 0
+    sleep 0.1
+  done
+  echo "no answer from $1" >&2
+  return 1
+}
+
+work="$(mktemp -d)"
+pids=()
+database=""
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  if [ -n "$database" ]; then psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ "$engine" = postgres ]; then
+  database="tollgate_bench_access_$$"
+  psql -q "$admin_url" -c "CREATE DATABASE $database" >/dev/null
+  database_url="$(python3 -c 'import sys, urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/"+sys.argv[2])))' "$admin_url" "$database")"
+else
+  database_url="sqlite://$work/bench.db"
+fi
+
+sandbox_port=$(free_port)
+"$TOLLGATE_BIN" sandbox --listen "127.0.0.1:$sandbox_port" >"$work/sandbox.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$sandbox_port/_sandbox/faults"
+
+port=$(free_port)
+export TOLLGATE_DATABASE_URL="$database_url"
+export STRIPE_SECRET_KEY=sk_test_bench_access STRIPE_API_BASE="http://127.0.0.1:$sandbox_port"
+export STRIPE_WEBHOOK_SECRET=whsec_bench_access_unused
+export RUST_LOG="${RUST_LOG:-warn}"
+TOLLGATE_LISTEN="127.0.0.1:$port" "$TOLLGATE_BIN" serve >"$work/serve.log" 2>&1 &
+server=$!
+pids+=("$server")
+wait_for "http://127.0.0.1:$port/healthz"
+
+# One purchase, made as a tenant's backend makes it; the success page's ?sync=true completes
+# it (this sandbox delivers no webhooks: it has no endpoint).
+key=$("$TOLLGATE_BIN" tenant create --name Bench --success-url 'https://shop.test/ok?session_id={CHECKOUT_SESSION_ID}' | json_field '["api_key"]')
 api() { curl -sf -H "Authorization: Bearer $key" -H 'content-type: application/json' "$@"; }
-product=$(api "http://127.0.0.1:$port/v1/products" -d '{"kind":"course","title":"Bench course","status":"published","price":{"unit_amount":1000}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-customer=$(api "http://127.0.0.1:$port/v1/customers" -d '{"external_user_id":"bench","email":"bench@example.com"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-url=$(api "http://127.0.0.1:$port/v1/checkout_sessions" -d "{\"customer\":\"$customer\",\"product\":\"$product\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
-curl -sf -o /dev/null -X POST "$url" -d card_number=4242424242424242
-check="http://127.0.0.1:$port/v1/access?customer=$customer&product=$product"
-for _ in $(seq 1 100); do api "$check" | grep -q '"has_access":true' && break; sleep 0.1; done
-api "$check"; echo
-echo "wrk: $secs s, $conns connections, 2 threads, against $check"
-wrk -t2 -c"$conns" -d"${secs}s" --latency -H "Authorization: Bearer $key" "$check"
+base="http://127.0.0.1:$port"
+product=$(api "$base/v1/products" -d '{"kind":"course","title":"Bench course","status":"published","price":{"unit_amount":1000}}' | json_field '["id"]')
+customer=$(api "$base/v1/customers" -d '{"external_user_id":"bench","email":"bench@example.com"}' | json_field '["id"]')
+session=$(api "$base/v1/checkout_sessions" -d "{\"customer\":\"$customer\",\"product\":\"$product\"}")
+curl -sf -o /dev/null -X POST "$(echo "$session" | json_field '["url"]')" -d card_number=4242424242424242
+api "$base/v1/checkout_sessions/$(echo "$session" | json_field '["stripe_checkout_session_id"]')?sync=true" >/dev/null
+check="/v1/access?customer=$customer&product=$product"
+answer=$(api "$base$check")
+echo "$answer" | grep -q '"has_access":true' || { echo "no access after the purchase: $answer" >&2; exit 1; }
+
+baseline_port=$(free_port)
+"$ACCESS_BASELINE_BIN" --port "$baseline_port" --key "$key" --customer "$customer" --product "$product" --answer "$answer" >"$work/baseline.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$baseline_port$check"
+[ "$(curl -sf -H "Authorization: Bearer $key" "http://127.0.0.1:$baseline_port$check")" = "$answer" ] ||
+  { echo "the baseline does not answer as Tollgate does" >&2; exit 1; }
+
+# Runs wrk (after a 2 s warm-up) and prints "<requests/s> <p50 ms> <p99 ms> <non-2xx>".
+measure() {
+  wrk -t"$threads" -c"$conns" -d2s -H "Authorization: Bearer $key" "$1" >/dev/null
+  wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -H "Authorization: Bearer $key" "$1" >"$work/wrk.out"
+  cat "$work/wrk.out" >&2
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /^Requests\/sec:/ { rate = $2 }
+    /Non-2xx or 3xx responses:/ { bad = $NF }
+    END { printf "%s %.3f %.3f %d\n", rate, p50, p99, bad }
+  ' "$work/wrk.out"
+}
+
+echo "wrk: $secs s, $conns connections, $threads threads, GET $check ($engine)" >&2
+echo "--- tollgate" >&2
+read -r t_rate t_p50 t_p99 t_bad < <(measure "$base$check")
+echo "--- baseline (axum + HashMap)" >&2
+read -r b_rate b_p50 b_p99 b_bad < <(measure "http://127.0.0.1:$baseline_port$check")
+rss_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$server/status")
+
+python3 - "$engine" "$secs" "$conns" "$t_rate" "$t_p50" "$t_p99" "$t_bad" "$b_rate" "$b_p50" "$b_p99" "$b_bad" "$rss_kb" "${BENCH_JSON_OUT:-}" <<'EOF'
+import json, sys
+engine, secs, conns = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+t_rate, t_p50, t_p99, t_bad, b_rate, b_p50, b_p99, b_bad = map(float, sys.argv[4:12])
+rss, out = int(sys.argv[12]) * 1024, sys.argv[13]
+ratio = t_rate / b_rate if b_rate else 0.0
+print(f"access over HTTP on {engine}, wrk {conns} connections, {secs:.0f} s each")
+print(f"  tollgate  {t_rate:>10,.0f} checks/s  p50 {t_p50:.3f} ms  p99 {t_p99:.3f} ms  non-2xx {t_bad:.0f}")
+print(f"  baseline  {b_rate:>10,.0f} checks/s  p50 {b_p50:.3f} ms  p99 {b_p99:.3f} ms  non-2xx {b_bad:.0f}")
+print(f"  ratio {100 * ratio:.1f}% of the baseline (target >= 80%), tollgate p99 {t_p99:.3f} ms (target <= 2 ms)")
+print(f"  tollgate peak RSS (VmHWM) {rss / 2**20:.1f} MB (target < 100 MB)")
+if out:
+    with open(out, "a") as f:
+        f.write(json.dumps({"scenario": "access", "engine": engine, "connections": conns, "seconds": secs,
+            "rate": t_rate, "p50_ms": t_p50, "p99_ms": t_p99, "non_2xx": t_bad,
+            "baseline_rate": b_rate, "baseline_p50_ms": b_p50, "baseline_p99_ms": b_p99, "baseline_non_2xx": b_bad,
+            "ratio": ratio, "tollgate_peak_rss_bytes": rss}) + "\n")
+EOF
