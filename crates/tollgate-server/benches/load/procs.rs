@@ -141,10 +141,10 @@ impl Stack {
         let postgres = match &mut self.postgres {
             Some(pg) => {
                 let mut ticks = HashMap::new();
-                for pid in pg.serving_pids().await? {
+                for (pid, backend) in pg.serving_pids().await? {
                     // A backend may end between the query and the read.
                     if let Ok(t) = cpu_ticks(pid) {
-                        ticks.insert(pid, t);
+                        ticks.insert(pid, (t, backend));
                     }
                 }
                 Some(ticks)
@@ -243,20 +243,24 @@ impl Postgres {
         Ok((url.to_string(), Self { admin, database }))
     }
 
-    /// The server's processes that work for this run: the backends connected to its
-    /// database, and the background processes (WAL writer, checkpointer, ...) that work
-    /// for every database. Backends of other databases on a shared server are left out.
-    async fn serving_pids(&mut self) -> anyhow::Result<Vec<u32>> {
+    /// The server's processes that work for this run, each with whether it is a backend
+    /// of this run's database (`true`) or a background process (WAL writer, checkpointer,
+    /// ...) that works for every database (`false`). Backends of other databases on a
+    /// shared server are left out.
+    async fn serving_pids(&mut self) -> anyhow::Result<Vec<(u32, bool)>> {
         let rows = sqlx::query(
-            "SELECT pid FROM pg_stat_activity WHERE (datname = $1 OR datname IS NULL) AND pid <> pg_backend_pid()",
+            "SELECT pid, datname IS NOT NULL AS backend FROM pg_stat_activity \
+             WHERE (datname = $1 OR datname IS NULL) AND pid <> pg_backend_pid()",
         )
         .bind(&self.database)
         .fetch_all(&mut self.admin)
         .await?;
         Ok(rows
             .iter()
-            .filter_map(|r| r.try_get::<i32, _>("pid").ok())
-            .filter_map(|p| u32::try_from(p).ok())
+            .filter_map(|r| {
+                let pid = u32::try_from(r.try_get::<i32, _>("pid").ok()?).ok()?;
+                Some((pid, r.try_get::<bool, _>("backend").ok()?))
+            })
             .collect())
     }
 
@@ -318,8 +322,9 @@ pub struct CpuSample {
     tollgate: u64,
     sandbox: u64,
     driver: u64,
-    /// Per backend; `None` on SQLite.
-    postgres: Option<HashMap<u32, u64>>,
+    /// Per PostgreSQL process, with whether it is a backend of this run's database;
+    /// `None` on SQLite.
+    postgres: Option<HashMap<u32, (u64, bool)>>,
 }
 
 /// CPU seconds each process used between two samples.
@@ -327,21 +332,34 @@ pub struct CpuSample {
 pub struct CpuUsage {
     pub wall_s: f64,
     pub tollgate_s: f64,
-    pub postgres_s: Option<f64>,
+    /// The backends connected to this run's database.
+    pub postgres_backends_s: Option<f64>,
+    /// The server's background processes, which work for every database on the server.
+    pub postgres_background_s: Option<f64>,
     pub sandbox_s: f64,
     pub driver_s: f64,
+}
+
+impl CpuUsage {
+    /// Tollgate and everything PostgreSQL did (its backends and its background).
+    pub fn tollgate_and_database_s(&self) -> f64 {
+        self.tollgate_s
+            + self.postgres_backends_s.unwrap_or(0.0)
+            + self.postgres_background_s.unwrap_or(0.0)
+    }
 }
 
 impl CpuSample {
     pub fn since(&self, before: &CpuSample) -> CpuUsage {
         let hz = clock_ticks_per_second();
         let secs = |after: u64, before: u64| after.saturating_sub(before) as f64 / hz;
-        let postgres = match (&self.postgres, &before.postgres) {
-            // A backend that started during the phase counts from zero.
+        // A process that started during the phase counts from zero.
+        let postgres = |backends: bool| match (&self.postgres, &before.postgres) {
             (Some(after), Some(before)) => Some(
                 after
                     .iter()
-                    .map(|(pid, t)| secs(*t, before.get(pid).copied().unwrap_or(0)))
+                    .filter(|(_, (_, backend))| *backend == backends)
+                    .map(|(pid, (t, _))| secs(*t, before.get(pid).map_or(0, |(b, _)| *b)))
                     .sum(),
             ),
             _ => None,
@@ -349,7 +367,8 @@ impl CpuSample {
         CpuUsage {
             wall_s: self.at.duration_since(before.at).as_secs_f64(),
             tollgate_s: secs(self.tollgate, before.tollgate),
-            postgres_s: postgres,
+            postgres_backends_s: postgres(true),
+            postgres_background_s: postgres(false),
             sandbox_s: secs(self.sandbox, before.sandbox),
             driver_s: secs(self.driver, before.driver),
         }

@@ -49,8 +49,12 @@ pub fn print_cpu(cpu: &CpuUsage, per: Option<(usize, &str)>) {
     let rows = [
         ("tollgate", Some(cpu.tollgate_s)),
         (
-            "postgresql (this database's backends + background)",
-            cpu.postgres_s,
+            "postgresql backends (this database)",
+            cpu.postgres_backends_s,
+        ),
+        (
+            "postgresql background (shared by all databases)",
+            cpu.postgres_background_s,
         ),
         ("sandbox", Some(cpu.sandbox_s)),
         ("load driver", Some(cpu.driver_s)),
@@ -60,10 +64,10 @@ pub fn print_cpu(cpu: &CpuUsage, per: Option<(usize, &str)>) {
         let share = 100.0 * s / cpu.wall_s.max(1e-9);
         match per {
             Some((n, unit)) if n > 0 => println!(
-                "    {name:<52} {s:>7.2} s  {share:>5.0}%  {:>7.3} ms/{unit}",
+                "    {name:<50} {s:>7.2} s  {share:>5.0}%  {:>7.3} ms/{unit}",
                 1e3 * s / n as f64
             ),
-            _ => println!("    {name:<52} {s:>7.2} s  {share:>5.0}%"),
+            _ => println!("    {name:<50} {s:>7.2} s  {share:>5.0}%"),
         }
     }
 }
@@ -73,9 +77,10 @@ pub fn per_unit(cpu: &CpuUsage, n: usize) -> Value {
     let per = |s: f64| if n == 0 { 0.0 } else { 1e3 * s / n as f64 };
     serde_json::json!({
         "tollgate": per(cpu.tollgate_s),
-        "postgres": cpu.postgres_s.map(per),
+        "postgres_backends": cpu.postgres_backends_s.map(per),
+        "postgres_background": cpu.postgres_background_s.map(per),
         "sandbox": per(cpu.sandbox_s),
         "driver": per(cpu.driver_s),
-        "tollgate_and_database": per(cpu.tollgate_s + cpu.postgres_s.unwrap_or(0.0)),
+        "tollgate_and_database": per(cpu.tollgate_and_database_s()),
     })
 }
