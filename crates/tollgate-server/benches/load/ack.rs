@@ -23,7 +23,8 @@ pub struct AckArgs {
     /// Events sent first and not measured (connections opened, caches warm).
     #[arg(long, default_value_t = 1_000)]
     warmup: usize,
-    /// Smallest body, in bytes.
+    /// Smallest body, in bytes (a subscription event of Stripe's shape is never smaller
+    /// than about 3.1 kB).
     #[arg(long, default_value_t = 2_048)]
     min_bytes: usize,
     /// Largest body, in bytes.
@@ -42,8 +43,13 @@ pub async fn run(args: AckArgs) -> anyhow::Result<()> {
     let run = format!("{}", std::process::id());
     let mut rng = Rng::new(args.seed);
     let total = args.warmup + args.events;
+    // A subscription event of Stripe's shape is about 3.1 kB before any metadata: sizes are
+    // drawn evenly from there (or --min-bytes, if larger) up to --max-bytes.
+    let bare = ack_event(&run, 0, now, 0).len();
+    let lo = args.min_bytes.max(bare);
+    let hi = args.max_bytes.max(lo);
     let bodies: Vec<String> = (0..total)
-        .map(|i| ack_event(&run, i, now, rng.between(args.min_bytes, args.max_bytes)))
+        .map(|i| ack_event(&run, i, now, rng.between(lo, hi)))
         .collect();
     let (warmup, measured) = bodies.split_at(args.warmup);
     let sizes = measured.iter().map(String::len);
