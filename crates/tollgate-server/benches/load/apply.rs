@@ -44,8 +44,9 @@ pub struct ApplyArgs {
     /// before the mirror is checked.
     #[arg(long, default_value_t = 120)]
     deadline_secs: u64,
-    /// How often Tollgate is asked whether events are pending, in milliseconds: the
-    /// resolution of the end-to-end time, at the cost of one API request each.
+    /// The shortest wait between two questions to Tollgate whether events are pending, in
+    /// milliseconds. The wait grows with the phase (2% of the time so far, at most 2 s),
+    /// since each question is an API request whose cost lands in what is measured.
     #[arg(long, default_value_t = 100)]
     poll_ms: u64,
     /// Concurrent requests during the setup.
@@ -415,7 +416,12 @@ async fn phase_run(
     // Polled, not waited for a fixed time: done once every event is acknowledged and none
     // of the tenant's events is pending.
     let complete = loop {
-        tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
+        let floor = Duration::from_millis(args.poll_ms);
+        let wait = started
+            .elapsed()
+            .mul_f64(0.02)
+            .clamp(floor, floor.max(Duration::from_secs(2)));
+        tokio::time::sleep(wait).await;
         if let Some(task) = sending.take_if(|t| t.is_finished()) {
             sent = Some(task.await??);
         }
