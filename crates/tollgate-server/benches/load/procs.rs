@@ -347,6 +347,24 @@ impl CpuUsage {
             + self.postgres_backends_s.unwrap_or(0.0)
             + self.postgres_background_s.unwrap_or(0.0)
     }
+
+    /// This usage less `times` times `other`'s, per process (never below zero); the wall
+    /// time stays.
+    pub fn less(&self, other: &CpuUsage, times: f64) -> CpuUsage {
+        let less = |a: f64, b: f64| (a - b * times).max(0.0);
+        let less_opt = |a: Option<f64>, b: Option<f64>| a.map(|a| less(a, b.unwrap_or(0.0)));
+        CpuUsage {
+            wall_s: self.wall_s,
+            tollgate_s: less(self.tollgate_s, other.tollgate_s),
+            postgres_backends_s: less_opt(self.postgres_backends_s, other.postgres_backends_s),
+            postgres_background_s: less_opt(
+                self.postgres_background_s,
+                other.postgres_background_s,
+            ),
+            sandbox_s: less(self.sandbox_s, other.sandbox_s),
+            driver_s: less(self.driver_s, other.driver_s),
+        }
+    }
 }
 
 impl CpuSample {
