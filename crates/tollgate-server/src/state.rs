@@ -77,8 +77,8 @@ pub struct Inner {
     /// index holds nothing for asks the database once, then answers from here.
     known_customers: RwLock<HashSet<(TenantId, CustomerId)>>,
     known_products: RwLock<HashSet<(TenantId, ProductId)>>,
-    /// Tenants as read for applying events, with when they were read.
-    tenants: RwLock<HashMap<TenantId, (Arc<Tenant>, Instant)>>,
+    /// Tenants as read for applying events (`None`: no such tenant), with when read.
+    tenants: RwLock<HashMap<TenantId, (Option<Arc<Tenant>>, Instant)>>,
     /// The local customer of a tenant's Stripe customer.
     pub customers_by_stripe: Memo<(TenantId, StripeCustomerId), CustomerId>,
     /// The local price (and its product) of a tenant's Stripe price.
@@ -196,8 +196,11 @@ impl AppState {
         Ok(found)
     }
 
-    /// A tenant, read at most [`TENANT_CACHE_TTL`] ago.
-    pub async fn tenant(&self, id: &TenantId) -> Result<Arc<Tenant>, tollgate_store::StoreError> {
+    /// A tenant (`None`: there is none), read at most [`TENANT_CACHE_TTL`] ago.
+    pub async fn tenant(
+        &self,
+        id: &TenantId,
+    ) -> Result<Option<Arc<Tenant>>, tollgate_store::StoreError> {
         if let Some((t, at)) = self
             .tenants
             .read()
@@ -207,11 +210,16 @@ impl AppState {
         {
             return Ok(t.clone());
         }
-        let t = Arc::new(self.store.tenant(id).await?);
-        self.tenants
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), (t.clone(), Instant::now()));
+        let t = match self.store.tenant(id).await {
+            Ok(t) => Some(Arc::new(t)),
+            Err(tollgate_store::StoreError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let mut cache = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MEMO_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(id.clone(), (t.clone(), Instant::now()));
         Ok(t)
     }
 

@@ -247,7 +247,7 @@ async fn apply_group(
                 }
             }
             for e in &events {
-                tracing::info!(event = %e.event_id, kind = %e.event_type, tenant = e.tenant_id.as_ref().map(|t| t.as_str()).unwrap_or("-"), group = events.len(), ms, "event applied");
+                tracing::debug!(event = %e.event_id, kind = %e.event_type, tenant = e.tenant_id.as_ref().map(|t| t.as_str()).unwrap_or("-"), group = events.len(), ms, "event applied");
             }
             Some(status)
         }

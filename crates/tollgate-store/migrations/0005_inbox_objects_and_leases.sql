@@ -14,3 +14,7 @@ ALTER TABLE webhook_inbox DROP COLUMN lease_until;
 -- The holder of a lease is an instance; its leases are renewed together and released
 -- together when it is found dead.
 CREATE INDEX webhook_inbox_leases ON webhook_inbox (lease_token) WHERE lease_token IS NOT NULL;
+
+-- Lists by status (a tenant's pending events or dead letters, the operator's dead letters)
+-- read an index range, newest first, instead of every row.
+CREATE INDEX webhook_inbox_status ON webhook_inbox (status, tenant_id, received_at);

@@ -437,22 +437,44 @@ impl Store {
                 }
                 _ => return Err(crate::StoreError::NotFound),
             },
+            // Every event was received before the end of time: no cursor, no bound.
             None => (i64::MAX, String::new()),
         };
-        let rows = db(sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM webhook_inbox WHERE ($1 = '' OR tenant_id = $1) AND ($2 = '' OR status = $2) \
-             AND ($6 = '' OR event_type = $6) \
-             AND ($5 = '' OR received_at < $4 OR (received_at = $4 AND event_id < $5)) \
-             ORDER BY received_at DESC, event_id DESC LIMIT $3"
-        ))
-        .bind(f.tenant_id.as_ref().map(|t| t.as_str()).unwrap_or(""))
-        .bind(f.status.map(|s| s.as_str()).unwrap_or(""))
-        .bind(limit)
-        .bind(after_received)
-        .bind(&after_id)
-        .bind(f.event_type.as_deref().unwrap_or(""))
-        .fetch_all(&self.pool)
-        .await)?;
+        // Only the filters given, each a plain condition, so that the indexes on
+        // (tenant, received) and (status, tenant, received) serve every list; the status
+        // is one of a closed set and written into the query (a partial-index-friendly
+        // literal), the rest are parameters.
+        let mut conditions = Vec::new();
+        let mut n = 3;
+        let mut param = || {
+            n += 1;
+            format!("${n}")
+        };
+        if let Some(status) = f.status {
+            conditions.push(format!("status = '{}'", status.as_str()));
+        }
+        if f.tenant_id.is_some() {
+            conditions.push(format!("tenant_id = {}", param()));
+        }
+        if f.event_type.is_some() {
+            conditions.push(format!("event_type = {}", param()));
+        }
+        conditions.push("(received_at < $2 OR (received_at = $2 AND event_id < $3))".into());
+        let sql = format!(
+            "SELECT {COLUMNS} FROM webhook_inbox WHERE {} ORDER BY received_at DESC, event_id DESC LIMIT $1",
+            conditions.join(" AND ")
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(limit)
+            .bind(after_received)
+            .bind(&after_id);
+        if let Some(t) = &f.tenant_id {
+            q = q.bind(t.as_str());
+        }
+        if let Some(kind) = &f.event_type {
+            q = q.bind(kind.as_str());
+        }
+        let rows = db(q.fetch_all(&self.pool).await)?;
         rows.iter().map(|r| db(InboxEvent::from_row(r))).collect()
     }
 

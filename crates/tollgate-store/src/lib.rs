@@ -375,7 +375,7 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(match engine {
                 // SQLite has one writer; a few connections serve reads while it writes.
-                Engine::Sqlite => 4,
+                Engine::Sqlite => 8,
                 Engine::Postgres => 16,
             })
             .acquire_timeout(Duration::from_secs(5))

@@ -106,9 +106,10 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
         // One access log line per request, in a span that every line logged while serving
-        // it carries (its id, method, path and, once known, tenant). Access checks, the
-        // hot read path, are logged at debug level: at thousands a second an info line
-        // each would cost more than the check.
+        // it carries (its id, method, path and, once known, tenant). Access checks and
+        // Stripe's webhook deliveries, the two paths that see thousands of requests a
+        // second, are logged at debug level: an info line each would cost more than the
+        // work (the inbox keeps every delivery, and failures are logged at warn).
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -119,7 +120,11 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                         .unwrap_or("-");
                     // Not `method`/`path`: async-stripe records fields of those names into
                     // the current span, which is this one when its own spans are filtered.
-                    if req.method() == Method::GET && req.uri().path() == "/v1/access" {
+                    let hot = matches!(
+                        (req.method(), req.uri().path()),
+                        (&Method::GET, "/v1/access") | (&Method::POST, "/webhooks/stripe")
+                    );
+                    if hot {
                         tracing::debug_span!(
                             "request",
                             request_id = %id,

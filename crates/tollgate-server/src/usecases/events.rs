@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tollgate_domain::{
     StripeCheckoutSessionId, StripeEventId, StripePaymentIntentId, StripeSubscriptionId, TenantId,
 };
-use tollgate_store::{Claimed, InboxEvent, StoreError, Tenant};
+use tollgate_store::{Claimed, InboxEvent, Tenant};
 use tollgate_stripe::WebhookEnvelope;
 
 use super::completion::complete_from_stripe;
@@ -219,11 +219,7 @@ async fn tenant(state: &AppState, id: Option<&TenantId>) -> Result<Option<Arc<Te
     let Some(id) = id else {
         return Ok(None);
     };
-    match state.tenant(id).await {
-        Ok(t) => Ok(Some(t)),
-        Err(StoreError::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(state.tenant(id).await?)
 }
 
 /// The tenant whose purchases events about a payment concern (the events are listed for
