@@ -317,7 +317,7 @@ impl Store {
     /// was lost to another instance is left to it).
     pub(crate) async fn mark_in<E: std::borrow::Borrow<Claimed>>(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tx: &mut crate::Tx<'_>,
         events: &[E],
         status: InboxStatus,
     ) -> Result<usize> {

@@ -345,8 +345,36 @@ struct Instance {
     /// Numbers of subscription reads reserved and not yet handed out, `(last handed out,
     /// last reserved)` (SQLite only; see [`Store::next_sync_seq`]).
     seq_block: tokio::sync::Mutex<(i64, i64)>,
+    /// Turns for SQLite's write lock (see [`Store::begin`]).
+    writer: Arc<tokio::sync::Mutex<()>>,
     /// The connection holding the advisory lock (PostgreSQL only).
     _holder: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
+}
+
+/// A transaction of the store: it reads and writes through its connection as sqlx's own
+/// does, and on SQLite holds this process's turn for the write lock until it ends.
+pub(crate) struct Tx<'a> {
+    inner: sqlx::Transaction<'a, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Tx<'_> {
+    pub(crate) async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
 }
 
 /// The advisory lock key of an instance id.
@@ -416,6 +444,7 @@ impl Store {
             instance: Arc::new(Instance {
                 id,
                 seq_block: tokio::sync::Mutex::new((0, 0)),
+                writer: Arc::new(tokio::sync::Mutex::new(())),
                 _holder: holder,
             }),
         })
@@ -472,10 +501,22 @@ impl Store {
     /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
     /// a transaction that reads and then writes would otherwise fail with SQLITE_BUSY when
     /// another connection wrote in between, and busy_timeout does not cover that case.
-    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    /// Transactions of this process take turns for that lock in order of arrival, before
+    /// they take a connection: SQLite's own wait for a busy lock sleeps in growing steps
+    /// (up to 100 ms), which under load turns a queue of writers into long stalls.
+    pub(crate) async fn begin(&self) -> Result<Tx<'static>> {
         match self.engine {
-            Engine::Sqlite => db(self.pool.begin_with("BEGIN IMMEDIATE").await),
-            Engine::Postgres => db(self.pool.begin().await),
+            Engine::Sqlite => {
+                let turn = self.instance.writer.clone().lock_owned().await;
+                Ok(Tx {
+                    inner: db(self.pool.begin_with("BEGIN IMMEDIATE").await)?,
+                    _turn: Some(turn),
+                })
+            }
+            Engine::Postgres => Ok(Tx {
+                inner: db(self.pool.begin().await)?,
+                _turn: None,
+            }),
         }
     }
 

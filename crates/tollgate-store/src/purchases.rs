@@ -192,7 +192,7 @@ const COLUMNS: &str = "id, tenant_id, order_id, customer_id, email, product_id, 
     refunded_amount, refunded_platform_fee, refunded_organization_fee, refunded_creator_payout, refunded_at, \
     refund_reason, disputed, created_at, updated_at";
 
-pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+pub(crate) use crate::Tx;
 
 /// The payment column's value for a purchase: the payment intent, or the stand-in for a
 /// session that took no payment.

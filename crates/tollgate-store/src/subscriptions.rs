@@ -556,7 +556,7 @@ impl Store {
     /// entitlements did).
     pub(crate) async fn notify_plan_subscribers_in(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tx: &mut crate::Tx<'_>,
         tenant: &TenantId,
         plan: &ProductId,
     ) -> Result<AccessChanges> {

@@ -345,7 +345,7 @@ impl Store {
 }
 
 async fn insert_key(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut crate::Tx<'_>,
     tenant: &TenantId,
 ) -> Result<IssuedKey> {
     let id = ApiKeyId::generate();
