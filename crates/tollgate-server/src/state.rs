@@ -61,6 +61,9 @@ pub const STRIPE_PROBE_TTL: Duration = Duration::from_secs(5);
 /// How long the readiness call to Stripe may take.
 const STRIPE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A tenant as read (`None`: no such tenant), and when it was read.
+type TenantRead = (Option<Arc<Tenant>>, Instant);
+
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
@@ -78,7 +81,7 @@ pub struct Inner {
     known_customers: RwLock<HashSet<(TenantId, CustomerId)>>,
     known_products: RwLock<HashSet<(TenantId, ProductId)>>,
     /// Tenants as read for applying events (`None`: no such tenant), with when read.
-    tenants: RwLock<HashMap<TenantId, (Option<Arc<Tenant>>, Instant)>>,
+    tenants: RwLock<HashMap<TenantId, TenantRead>>,
     /// The local customer of a tenant's Stripe customer.
     pub customers_by_stripe: Memo<(TenantId, StripeCustomerId), CustomerId>,
     /// The local price (and its product) of a tenant's Stripe price.

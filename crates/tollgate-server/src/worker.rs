@@ -33,6 +33,9 @@ pub const LEASE: Duration = Duration::from_secs(60);
 const RENEW_EVERY: Duration = Duration::from_secs(20);
 /// Events one instance holds in memory at most (queued and being applied).
 const MAX_HELD: usize = 10_000;
+/// Marks written in one transaction at most, and how long they are gathered.
+const MARK_BATCH: usize = 1000;
+const MARK_GATHER: Duration = Duration::from_millis(50);
 /// Events claimed from the inbox at once.
 const CLAIM_BATCH: usize = 500;
 /// How long a transient failure is retried, from the event's arrival: Stripe retries a
@@ -287,7 +290,18 @@ async fn apply_group(
 /// mark costs only a second, idempotent application.
 async fn write_marks(state: AppState, mut rx: mpsc::UnboundedReceiver<(Claimed, InboxStatus)>) {
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 1000).await > 0 {
+    while rx.recv_many(&mut batch, MARK_BATCH).await > 0 {
+        // Nothing waits for a mark: gather for a moment, so that marks take the database's
+        // write turn seldom and in bulk rather than between every two webhook batches.
+        let gather = tokio::time::sleep(MARK_GATHER);
+        tokio::pin!(gather);
+        while batch.len() < MARK_BATCH {
+            let room = MARK_BATCH - batch.len();
+            tokio::select! {
+                n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                _ = &mut gather => break,
+            }
+        }
         let marks: Vec<(&Claimed, InboxStatus)> = batch.iter().map(|(e, s)| (e, *s)).collect();
         match state.store.inbox_mark_many(&marks).await {
             Ok(marked) if marked < marks.len() => tracing::warn!(

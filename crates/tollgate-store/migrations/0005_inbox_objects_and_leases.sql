@@ -18,3 +18,13 @@ CREATE INDEX webhook_inbox_leases ON webhook_inbox (lease_token) WHERE lease_tok
 -- Lists by status (a tenant's pending events or dead letters, the operator's dead letters)
 -- read an index range, newest first, instead of every row.
 CREATE INDEX webhook_inbox_status ON webhook_inbox (status, tenant_id, received_at);
+
+-- Event bodies apart from the rows that say what became of the events: claiming and
+-- marking an event rewrite a short row, not its body (SQLite rewrites a whole row on
+-- update, PostgreSQL a whole tuple).
+CREATE TABLE webhook_payloads (
+    event_id TEXT PRIMARY KEY REFERENCES webhook_inbox (event_id),
+    payload TEXT NOT NULL
+);
+INSERT INTO webhook_payloads (event_id, payload) SELECT event_id, payload FROM webhook_inbox;
+ALTER TABLE webhook_inbox DROP COLUMN payload;

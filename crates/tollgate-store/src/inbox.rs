@@ -23,7 +23,6 @@ pub struct InboxEvent {
     pub event_id: StripeEventId,
     pub event_type: String,
     pub tenant_id: Option<TenantId>,
-    pub payload: String,
     /// What the event is about, as the worker groups events (see [`NewInboxEvent`]).
     pub object_key: Option<String>,
     /// When Stripe created the event.
@@ -42,7 +41,6 @@ impl InboxEvent {
             event_id: id_col(row, "event_id", StripeEventId::from_db)?,
             event_type: row.try_get("event_type")?,
             tenant_id: opt_id_col(row, "tenant_id", TenantId::from_db)?,
-            payload: row.try_get("payload")?,
             object_key: row.try_get("object_key")?,
             event_created: ts_col(row, "event_created")?,
             received_at: ts_col(row, "received_at")?,
@@ -105,17 +103,18 @@ pub struct InboxFilter {
     pub event_type: Option<String>,
 }
 
-const COLUMNS: &str = "event_id, event_type, tenant_id, payload, object_key, event_created, received_at, status, \
+const COLUMNS: &str = "event_id, event_type, tenant_id, object_key, event_created, received_at, status, \
     attempts, next_attempt_at, last_error, processed_at";
 
 /// What a claim returns: the body only where the key must be read from it.
 const CLAIMED: &str = "event_id, event_type, tenant_id, object_key, \
-    CASE WHEN object_key IS NULL THEN payload END AS payload, received_at, attempts";
+    (SELECT p.payload FROM webhook_payloads p WHERE p.event_id = webhook_inbox.event_id AND webhook_inbox.object_key IS NULL) AS payload, \
+    received_at, attempts";
 
 /// Rows per INSERT statement when storing many events, and the parameters of each row
 /// (far below both engines' limits on parameters).
 const INSERT_CHUNK: usize = 100;
-const PER_ROW: usize = 10;
+const PER_ROW: usize = 9;
 
 impl Store {
     /// Stores an event once; a duplicate delivery returns `false` and changes nothing.
@@ -168,15 +167,16 @@ impl Store {
         let mut stored = HashSet::new();
         for chunk in events.chunks(INSERT_CHUNK) {
             let mut sql = String::from(
-                "INSERT INTO webhook_inbox (event_id, event_type, tenant_id, payload, object_key, event_created, \
+                "INSERT INTO webhook_inbox (event_id, event_type, tenant_id, object_key, event_created, \
                  received_at, next_attempt_at, lease_token, attempts, status) VALUES ",
             );
             for i in 0..chunk.len() {
-                let p = i * PER_ROW;
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                let params: Vec<String> = (1..=PER_ROW).map(|n| format!("${}", p + n)).collect();
+                let params: Vec<String> = (1..=PER_ROW)
+                    .map(|n| format!("${}", i * PER_ROW + n))
+                    .collect();
                 sql.push_str(&format!("({}, 'pending')", params.join(", ")));
             }
             sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
@@ -186,7 +186,6 @@ impl Store {
                     .bind(e.event_id.as_str())
                     .bind(e.event_type)
                     .bind(e.tenant_id.map(|t| t.as_str()))
-                    .bind(e.payload)
                     .bind(e.object_key)
                     .bind(e.event_created.secs())
                     .bind(now.secs())
@@ -194,9 +193,31 @@ impl Store {
                     .bind(token)
                     .bind(attempts);
             }
+            let mut new = HashSet::new();
             for row in db(q.fetch_all(&mut *tx).await)? {
-                stored.insert(db(row.try_get::<String, _>("event_id"))?);
+                new.insert(db(row.try_get::<String, _>("event_id"))?);
             }
+            // The bodies of the new events: kept apart, so that claiming and marking an
+            // event rewrite a short row, not its body.
+            let bodies: Vec<&NewInboxEvent<'_>> = chunk
+                .iter()
+                .filter(|e| new.contains(e.event_id.as_str()))
+                .collect();
+            if !bodies.is_empty() {
+                let values: Vec<String> = (0..bodies.len())
+                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO webhook_payloads (event_id, payload) VALUES {} ON CONFLICT (event_id) DO NOTHING",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for e in bodies {
+                    q = q.bind(e.event_id.as_str()).bind(e.payload);
+                }
+                db(q.execute(&mut *tx).await)?;
+            }
+            stored.extend(new);
         }
         db(tx.commit().await)?;
         // A delivery repeated within the batch is stored once: the first copy is new.

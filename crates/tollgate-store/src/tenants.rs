@@ -344,10 +344,7 @@ impl Store {
     }
 }
 
-async fn insert_key(
-    tx: &mut crate::Tx<'_>,
-    tenant: &TenantId,
-) -> Result<IssuedKey> {
+async fn insert_key(tx: &mut crate::Tx<'_>, tenant: &TenantId) -> Result<IssuedKey> {
     let id = ApiKeyId::generate();
     let secret = mint_key("tg_sk_");
     db(sqlx::query("INSERT INTO api_keys (id, tenant_id, secret_hash, last4, created_at) VALUES ($1, $2, $3, $4, $5)")
