@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tollgate_domain::{StripeEventId, TenantId, Timestamp};
-use tollgate_store::{Claimed, NewInboxEvent, StoreError};
+use tollgate_store::{Claimed, Engine, NewInboxEvent, StoreError};
 
 use crate::state::AppState;
 use crate::usecases::events::EventObject;
@@ -60,12 +60,29 @@ impl Ingest {
     }
 }
 
-/// Writes queued arrivals in batches until the channel closes.
+/// Writes queued arrivals in batches until the channel closes, then waits for the
+/// batches under way.
 pub async fn run(state: AppState, mut rx: Queue) {
+    // PostgreSQL flushes transactions that commit together at once and works on them in
+    // several processes, so a few batches are written side by side; SQLite has one writer,
+    // and a second batch would only wait for it with fewer events than it could take.
+    let side_by_side = match state.store.engine() {
+        Engine::Postgres => 3,
+        Engine::Sqlite => 1,
+    };
+    let mut writing = tokio::task::JoinSet::new();
     let mut batch: Vec<Waiting> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write(&state, std::mem::take(&mut batch)).await;
+    loop {
+        while writing.len() >= side_by_side {
+            writing.join_next().await;
+        }
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            break;
+        }
+        let (state, batch) = (state.clone(), std::mem::take(&mut batch));
+        writing.spawn(async move { write(&state, batch).await });
     }
+    while writing.join_next().await.is_some() {}
 }
 
 async fn write(state: &AppState, batch: Vec<Waiting>) {

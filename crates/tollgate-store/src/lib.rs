@@ -482,7 +482,33 @@ impl Store {
     /// Applies the embedded migrations (idempotent).
     pub async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await?;
+        if self.engine == Engine::Postgres {
+            self.compress_payloads_with_lz4().await;
+        }
         Ok(())
+    }
+
+    /// On PostgreSQL, event bodies (2–5 kB, over the size at which PostgreSQL compresses a
+    /// value) are compressed with lz4 rather than the default pglz, which took a fifth of
+    /// the database's time when storing webhooks. Engine-specific, so not a migration (the
+    /// migrations are shared); a server built without lz4 keeps pglz, which is only slower.
+    async fn compress_payloads_with_lz4(&self) {
+        let current: std::result::Result<Option<String>, sqlx::Error> = sqlx::query_scalar(
+            "SELECT attcompression::text FROM pg_attribute \
+             WHERE attrelid = 'webhook_payloads'::regclass AND attname = 'payload'",
+        )
+        .fetch_optional(&self.pool)
+        .await;
+        if matches!(current.as_ref().map(|c| c.as_deref()), Ok(Some("l"))) {
+            return;
+        }
+        if let Err(e) =
+            sqlx::query("ALTER TABLE webhook_payloads ALTER COLUMN payload SET COMPRESSION lz4")
+                .execute(&self.pool)
+                .await
+        {
+            tracing::warn!(error = %e, "event bodies stay compressed with pglz");
+        }
     }
 
     pub fn engine(&self) -> Engine {
