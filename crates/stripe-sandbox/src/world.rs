@@ -172,6 +172,9 @@ pub struct World {
     /// Bumped by every change, so that a snapshot can tell whether it is newer than the one
     /// already written.
     version: u64,
+    /// Checkout Sessions still open: every request expires the due ones, and walking every
+    /// session ever made for that would cost more than the request.
+    open_sessions: std::collections::BTreeSet<String>,
 }
 
 /// One field of a snapshot, typed.
@@ -192,8 +195,28 @@ impl World {
         let kind = obj["object"].as_str().unwrap_or_default().to_owned();
         self.touch();
         self.by_kind.entry(kind).or_default().push(id.clone());
+        self.note_if_open(&id, &obj);
         self.objects.insert(id, obj.clone());
         obj
+    }
+
+    /// Keeps [`World::open_sessions`] in step with a stored object.
+    fn note_if_open(&mut self, id: &str, obj: &Value) {
+        if obj["object"] != "checkout.session" {
+            return;
+        }
+        if obj["status"] == "open" && obj.get("deleted").is_none() {
+            self.open_sessions.insert(id.to_owned());
+        } else {
+            self.open_sessions.remove(id);
+        }
+    }
+
+    /// The Checkout Sessions still open.
+    pub fn open_sessions(&self) -> impl Iterator<Item = &Value> {
+        self.open_sessions
+            .iter()
+            .filter_map(|id| self.objects.get(id))
     }
 
     /// Marks the world changed (for state kept outside `objects`: `hidden`, `cards`, ...).
@@ -247,6 +270,16 @@ impl World {
             meter_identifiers: parse_field(snapshot, "meter_identifiers")?,
             ..World::default()
         };
+        world.open_sessions = world
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["object"] == "checkout.session"
+                    && o["status"] == "open"
+                    && o.get("deleted").is_none()
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
         for entry in field("idempotency").as_array().into_iter().flatten() {
             let stored: StoredResponse = serde_json::from_value(entry["response"].clone())
                 .map_err(|e| format!("snapshot idempotency: {e}"))?;
@@ -288,7 +321,9 @@ impl World {
         let before = obj.clone();
         change(obj);
         let previous = previous_attributes(&before, obj).unwrap_or_else(|| json!({}));
-        (obj.clone(), previous)
+        let after = obj.clone();
+        self.note_if_open(id, &after);
+        (after, previous)
     }
 
     /// Marks an object deleted, as Stripe's delete endpoints answer: `{id, object, deleted: true}`.
@@ -297,6 +332,7 @@ impl World {
         if let Some(obj) = self.objects.get_mut(id) {
             obj["deleted"] = json!(true);
         }
+        self.open_sessions.remove(id);
         let kind = self
             .objects
             .get(id)
@@ -433,6 +469,36 @@ pub fn metadata_of(params: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open_ids(w: &World) -> Vec<String> {
+        w.open_sessions()
+            .filter_map(|s| s["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn due_sessions_expire_and_the_open_ones_are_known_after_a_restore() {
+        let mut w = World::default();
+        let now = wall_clock();
+        for (id, expires_at) in [
+            ("cs_due", now - 1),
+            ("cs_later", now + 3600),
+            ("cs_paid", now - 1),
+        ] {
+            w.insert(json!({"id": id, "object": "checkout.session", "status": "open", "expires_at": expires_at}));
+        }
+        w.insert(json!({"id": "cus_x", "object": "customer"}));
+        w.update("cs_paid", |s| s["status"] = json!("complete"));
+        assert_eq!(open_ids(&w), ["cs_due", "cs_later"]);
+
+        crate::api::checkout::expire_due(&mut w);
+        assert_eq!(w.get("cs_due").unwrap()["status"], "expired");
+        assert_eq!(w.get("cs_paid").unwrap()["status"], "complete");
+        assert_eq!(open_ids(&w), ["cs_later"]);
+
+        let restored = World::restore(&w.snapshot()).unwrap();
+        assert_eq!(open_ids(&restored), ["cs_later"]);
+    }
 
     #[test]
     fn previous_attributes_name_only_the_changed_keys_of_nested_objects() {

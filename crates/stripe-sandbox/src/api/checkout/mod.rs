@@ -328,8 +328,7 @@ pub(crate) fn mark_expired(w: &mut World, id: &str, now: i64) -> Value {
 /// Expires open sessions whose `expires_at` has passed, as Stripe does in the background.
 pub fn expire_due(w: &mut World) {
     let due: Vec<(String, i64)> = w
-        .all("checkout.session")
-        .filter(|s| s["status"] == "open")
+        .open_sessions()
         .filter_map(|s| {
             let now = w.now_for_customer(s["customer"].as_str());
             (s["expires_at"].as_i64()? <= now)
