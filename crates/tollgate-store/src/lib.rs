@@ -484,8 +484,37 @@ impl Store {
         MIGRATOR.run(&self.pool).await?;
         if self.engine == Engine::Postgres {
             self.compress_payloads_with_lz4().await;
+            self.create_sync_sequence().await?;
         }
         Ok(())
+    }
+
+    /// On PostgreSQL, the numbers of subscription reads come from a sequence (see
+    /// `next_sync_seq`), created here once and started past the counter that served before
+    /// it. Engine-specific, so not a migration (the migrations are shared). Instances
+    /// starting together take turns through the counter's lock.
+    async fn create_sync_sequence(&self) -> Result<()> {
+        let mut tx = db(self.pool.begin().await)?;
+        db(sqlx::query("LOCK TABLE sync_counters IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await)?;
+        let exists: bool = db(sqlx::query_scalar(
+            "SELECT to_regclass('subscription_sync_seq') IS NOT NULL",
+        )
+        .fetch_one(&mut *tx)
+        .await)?;
+        if !exists {
+            db(sqlx::query("CREATE SEQUENCE subscription_sync_seq")
+                .execute(&mut *tx)
+                .await)?;
+            db(sqlx::query(
+                "SELECT setval('subscription_sync_seq', \
+                 (SELECT value FROM sync_counters WHERE name = 'subscriptions') + 1, false)",
+            )
+            .execute(&mut *tx)
+            .await)?;
+        }
+        db(tx.commit().await)
     }
 
     /// On PostgreSQL, event bodies (2–5 kB, over the size at which PostgreSQL compresses a

@@ -178,21 +178,28 @@ const SEQ_BLOCK: i64 = 1000;
 impl Store {
     /// The next number for a read of Stripe's subscriptions; draw it before the read.
     ///
-    /// On PostgreSQL every number is drawn from the database, so that the reads of all
-    /// instances are ordered as they began. On SQLite, which serves one instance, numbers
-    /// are handed out from memory in blocks reserved in the database (a write per block
-    /// rather than per read); a second process on the same file draws from other blocks.
+    /// On PostgreSQL every number is drawn from the database's sequence
+    /// `subscription_sync_seq`, so that the reads of all instances are ordered as they
+    /// began; a sequence hands numbers out without a row lock or a commit of its own, where
+    /// a counter row made every read wait for the one before it to commit. On SQLite, which
+    /// serves one instance, numbers are handed out from memory in blocks reserved in the
+    /// database (a write per block rather than per read); a second process on the same
+    /// file draws from other blocks.
     pub async fn next_sync_seq(&self) -> Result<i64> {
-        if self.engine == Engine::Sqlite {
-            let mut block = self.instance.seq_block.lock().await;
-            if block.0 >= block.1 {
-                let end = self.reserve_sync_seqs(SEQ_BLOCK).await?;
-                *block = (end - SEQ_BLOCK, end);
-            }
-            block.0 += 1;
-            return Ok(block.0);
+        if self.engine == Engine::Postgres {
+            return db(
+                sqlx::query_scalar("SELECT nextval('subscription_sync_seq')")
+                    .fetch_one(&self.pool)
+                    .await,
+            );
         }
-        self.reserve_sync_seqs(1).await
+        let mut block = self.instance.seq_block.lock().await;
+        if block.0 >= block.1 {
+            let end = self.reserve_sync_seqs(SEQ_BLOCK).await?;
+            *block = (end - SEQ_BLOCK, end);
+        }
+        block.0 += 1;
+        Ok(block.0)
     }
 
     /// Moves the counter on by `n`; answers its new value (the last number reserved).

@@ -350,6 +350,17 @@ async fn migrations_apply_twice_without_change(store: Store) {
         .await
         .unwrap();
         assert_eq!(method.as_deref(), Some("l"));
+
+        // A database whose reads were numbered by the counter row goes on past its value.
+        for sql in [
+            "DROP SEQUENCE subscription_sync_seq",
+            "UPDATE sync_counters SET value = 500 WHERE name = 'subscriptions'",
+        ] {
+            sqlx::query(sql).execute(store.pool()).await.unwrap();
+        }
+        store.migrate().await.unwrap();
+        assert_eq!(store.next_sync_seq().await.unwrap(), 501);
+        assert_eq!(store.next_sync_seq().await.unwrap(), 502);
     }
 }
 

@@ -60,6 +60,7 @@ pub async fn run(args: AckArgs) -> anyhow::Result<()> {
     let target = format!("{}/webhooks/stripe", stack.tollgate_url);
     let outcome = async {
         send_all(&target, Arc::new(warmup.to_vec()), common.senders).await?;
+        stack.analyze().await?;
         let before = stack.cpu().await?;
         let sent = send_all(&target, Arc::new(measured.to_vec()), common.senders).await?;
         let cpu = stack.cpu().await?.since(&before);

@@ -124,6 +124,7 @@ async fn measure(stack: &mut Stack, args: &ApplyArgs) -> anyhow::Result<()> {
         count(subs.len() as f64),
         started.elapsed().as_secs_f64()
     );
+    stack.analyze().await?;
     let run = format!("{}", std::process::id());
     for (phase, &latency) in args.latency_ms.iter().enumerate() {
         change(&stripe, &plan, &mut subs, phase, args.setup_concurrency).await?;
