@@ -15,6 +15,12 @@ use tollgate_domain::status::InboxStatus;
 use tollgate_domain::{ApiKeyId, Currency, StripeEventId, TenantId};
 use tollgate_store::{InboxFilter, Store};
 
+/// Every request allocates a few dozen short-lived values across two or more threads;
+/// mimalloc's per-thread heaps serve that with less time in the allocator than glibc's
+/// (a tenth of an access check's time was in malloc and free).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tollgate",

@@ -29,7 +29,7 @@ pub fn own_router() -> OpenApiRouter<AppState> {
 
 pub(super) async fn authenticate_operator(
     State(state): State<AppState>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     let Some(expected) = &state.admin_key_hash else {
@@ -42,9 +42,7 @@ pub(super) async fn authenticate_operator(
     match bearer(req.headers()) {
         // Compare hashes, so the comparison says nothing about the key through its timing.
         Some(key) if &tollgate_store::hash_secret(key) == expected => {
-            req.extensions_mut()
-                .insert(super::IdempotencyScope("operator".into()));
-            next.run(req).await
+            super::run_authenticated(state.clone(), || "operator".into(), req, next).await
         }
         _ => Error::new(
             Code::InvalidApiKey,

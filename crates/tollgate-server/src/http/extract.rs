@@ -170,21 +170,28 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Err
     // Checked on the decoded pairs (borrowed where nothing needed decoding), then read
     // once more by serde: a query string holds a handful of short pairs.
     let pairs = || form_urlencoded::parse(query.as_bytes());
-    for (n, (k, v)) in pairs().enumerate() {
+    let mut seen = Vec::with_capacity(4);
+    for (k, v) in pairs() {
         if has_control(&k) || has_control(&v) {
             return Err(Error::param(
                 &k,
                 format!("{k} must not contain control characters."),
             ));
         }
-        if pairs().take(n).any(|(earlier, _)| earlier == k) {
+        if seen.contains(&k) {
             return Err(Error::param(&k, format!("{k} is given more than once.")));
         }
+        seen.push(k);
     }
-    let de = serde_urlencoded::Deserializer::new(pairs());
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        data_error(&path, &e.into_inner().to_string())
+    // Read plainly; only a query that does not fit is read again to name the parameter
+    // at fault (tracking the path costs on every read, and a mistake is rare).
+    T::deserialize(serde_urlencoded::Deserializer::new(pairs())).or_else(|_| {
+        serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs())).map_err(
+            |e| {
+                let path = e.path().to_string();
+                data_error(&path, &e.into_inner().to_string())
+            },
+        )
     })
 }
 

@@ -59,17 +59,14 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(coupons::router())
         .merge(usage::router())
         .merge(admin::own_router())
-        .layer(middleware::from_fn_with_state(state.clone(), idempotency))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             authenticate_tenant,
         ));
-    let operator_api = admin::operator_router()
-        .layer(middleware::from_fn_with_state(state.clone(), idempotency))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            admin::authenticate_operator,
-        ));
+    let operator_api = admin::operator_router().layer(middleware::from_fn_with_state(
+        state.clone(),
+        admin::authenticate_operator,
+    ));
     let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(tenant_api)
         .merge(operator_api)
@@ -259,14 +256,22 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     res
 }
 
+/// `req_`, 12 random characters drawn once per process, and a count: unique across
+/// instances and restarts, and made without a random draw per request.
 fn new_request_id() -> String {
     use rand::Rng;
-    let tail: String = rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect();
-    format!("req_{tail}")
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PROCESS: LazyLock<String> = LazyLock::new(|| {
+        rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(12)
+            .map(char::from)
+            .collect()
+    });
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    format!("req_{}{n:012}", *PROCESS)
 }
 
 /// The router alone.
@@ -298,10 +303,22 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Who an `Idempotency-Key` belongs to: a tenant's id, or `operator`. The authenticating
-/// layer sets it; keys of different scopes never meet.
-#[derive(Clone)]
-pub struct IdempotencyScope(pub String);
+/// Runs the request: a POST through [`idempotency`], under `scope` (a tenant's id, or
+/// `operator`: keys of different scopes never meet); other methods straight on, since
+/// only a POST may carry an `Idempotency-Key`. Called by the authenticating layers, so
+/// that a read pays for no layer of its own.
+pub(crate) async fn run_authenticated(
+    state: AppState,
+    scope: impl FnOnce() -> String,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.method() == Method::POST {
+        idempotency(state, scope(), req, next).await
+    } else {
+        next.run(req).await
+    }
+}
 
 fn unauthorized(message: &str) -> Response {
     Error::new(Code::InvalidApiKey, message).into_response()
@@ -319,13 +336,9 @@ async fn authenticate_tenant(
     match state.tenant_for_key(secret).await {
         Ok(Some(tenant)) => {
             tracing::Span::current().record("tenant", tenant.id.as_str());
-            // Only a POST may carry an Idempotency-Key.
-            if req.method() == Method::POST {
-                req.extensions_mut()
-                    .insert(IdempotencyScope(tenant.id.to_string()));
-            }
+            let scope = tenant.id.to_string();
             req.extensions_mut().insert(tenant);
-            next.run(req).await
+            run_authenticated(state, || scope, req, next).await
         }
         Ok(None) => unauthorized("Invalid or revoked API key."),
         Err(e) => Error::from(e).into_response(),
@@ -366,11 +379,8 @@ impl Drop for HeldKey {
 /// `Idempotency-Key` on POST: the same key and body replays the first answer; the same key
 /// with another body, or while the first request runs, is a 409. As Stripe does, answers
 /// that say nothing about the request itself are not kept (5xx: our failure; 429: turned
-/// away before running), so a retry runs again. Other methods skip this layer.
-async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
-        return next.run(req).await;
-    }
+/// away before running), so a retry runs again.
+async fn idempotency(state: AppState, scope: String, req: Request, next: Next) -> Response {
     let key = match req.headers().get("idempotency-key").map(|k| k.to_str()) {
         None => return next.run(req).await,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => k.to_owned(),
@@ -382,10 +392,6 @@ async fn idempotency(State(state): State<AppState>, req: Request, next: Next) ->
             )
             .into_response();
         }
-    };
-    let Some(IdempotencyScope(scope)) = req.extensions().get::<IdempotencyScope>().cloned() else {
-        // Only authenticated routes carry this layer; nothing to scope by is our mistake.
-        return Error::internal().into_response();
     };
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
