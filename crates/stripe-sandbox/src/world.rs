@@ -183,6 +183,11 @@ fn parse_field<T: serde::de::DeserializeOwned>(snapshot: &Value, name: &str) -> 
         .map_err(|e| format!("snapshot {name}: {e}"))
 }
 
+/// Whether an object is a Checkout Session still open.
+fn is_open_session(obj: &Value) -> bool {
+    obj["object"] == "checkout.session" && obj["status"] == "open" && obj.get("deleted").is_none()
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn wall_clock() -> i64 {
     chrono::Utc::now().timestamp()
@@ -202,10 +207,7 @@ impl World {
 
     /// Keeps [`World::open_sessions`] in step with a stored object.
     fn note_if_open(&mut self, id: &str, obj: &Value) {
-        if obj["object"] != "checkout.session" {
-            return;
-        }
-        if obj["status"] == "open" && obj.get("deleted").is_none() {
+        if is_open_session(obj) {
             self.open_sessions.insert(id.to_owned());
         } else {
             self.open_sessions.remove(id);
@@ -273,11 +275,7 @@ impl World {
         world.open_sessions = world
             .objects
             .iter()
-            .filter(|(_, o)| {
-                o["object"] == "checkout.session"
-                    && o["status"] == "open"
-                    && o.get("deleted").is_none()
-            })
+            .filter(|(_, o)| is_open_session(o))
             .map(|(id, _)| id.clone())
             .collect();
         for entry in field("idempotency").as_array().into_iter().flatten() {

@@ -286,15 +286,11 @@ impl Store {
     /// Makes the events held by instances that have died due now, rather than when their
     /// leases would have run out. Answers how many were released.
     pub async fn inbox_release_dead_leases(&self) -> Result<u64> {
-        let holders: Vec<String> = db(sqlx::query(
+        let holders: Vec<String> = db(sqlx::query_scalar(
             "SELECT DISTINCT lease_token FROM webhook_inbox WHERE lease_token IS NOT NULL AND status = 'pending'",
         )
         .fetch_all(&self.pool)
-        .await)?
-        .iter()
-        .map(|r| r.try_get::<String, _>("lease_token"))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
+        .await)?;
         let mut released = 0;
         for holder in holders {
             if self.instance_alive(&holder).await? {

@@ -494,15 +494,19 @@ impl Store {
     /// it. Engine-specific, so not a migration (the migrations are shared). Instances
     /// starting together take turns through the counter's lock.
     async fn create_sync_sequence(&self) -> Result<()> {
+        const EXISTS: &str = "SELECT to_regclass('subscription_sync_seq') IS NOT NULL";
+        // Every start but the first finds it and takes no lock.
+        if db(sqlx::query_scalar::<_, bool>(EXISTS)
+            .fetch_one(&self.pool)
+            .await)?
+        {
+            return Ok(());
+        }
         let mut tx = db(self.pool.begin().await)?;
         db(sqlx::query("LOCK TABLE sync_counters IN EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await)?;
-        let exists: bool = db(sqlx::query_scalar(
-            "SELECT to_regclass('subscription_sync_seq') IS NOT NULL",
-        )
-        .fetch_one(&mut *tx)
-        .await)?;
+        let exists: bool = db(sqlx::query_scalar(EXISTS).fetch_one(&mut *tx).await)?;
         if !exists {
             db(sqlx::query("CREATE SEQUENCE subscription_sync_seq")
                 .execute(&mut *tx)
@@ -558,7 +562,9 @@ impl Store {
     /// another connection wrote in between, and busy_timeout does not cover that case.
     /// Transactions of this process take turns for that lock in order of arrival, before
     /// they take a connection: SQLite's own wait for a busy lock sleeps in growing steps
-    /// (up to 100 ms), which under load turns a queue of writers into long stalls.
+    /// (up to 100 ms), which under load turns a queue of writers into long stalls. Only
+    /// transactions take turns: a single statement run on the pool still meets SQLite's
+    /// own wait, which suits the writes off the hot paths that do so.
     pub(crate) async fn begin(&self) -> Result<Tx<'static>> {
         match self.engine {
             Engine::Sqlite => {

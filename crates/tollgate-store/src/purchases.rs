@@ -543,19 +543,36 @@ impl Store {
         stripe_refund_id: &StripeRefundId,
         marks: &[Claimed],
     ) -> Result<(Purchase, AccessChanges)> {
-        let mut changes = AccessChanges::none();
         let mut tx = self.begin().await?;
-        let p = self.lock_purchase(&mut tx, tenant, purchase).await?;
-        if !refund_recorded(&mut tx, stripe_refund_id.as_str()).await? {
-            apply_refund(&mut tx, &p, amount, reason, stripe_refund_id.as_str()).await?;
-            if let Some(c) = &p.customer_id {
-                self.notify_access_in(&mut tx, tenant, c).await?;
-                changes.add(tenant, c);
-            }
-        }
+        let changes = self
+            .record_refund_in(&mut tx, tenant, purchase, amount, reason, stripe_refund_id)
+            .await?;
         self.mark_in(&mut tx, marks, InboxStatus::Processed).await?;
         db(tx.commit().await)?;
         Ok((self.purchase(tenant, purchase).await?, changes))
+    }
+
+    /// [`Store::record_refund`]'s work inside `tx`: locks the purchase, and records the
+    /// refund unless its Stripe id is recorded already.
+    pub(crate) async fn record_refund_in(
+        &self,
+        tx: &mut Tx<'_>,
+        tenant: &TenantId,
+        purchase: &PurchaseId,
+        amount: Amount,
+        reason: Option<RefundReason>,
+        stripe_refund_id: &StripeRefundId,
+    ) -> Result<AccessChanges> {
+        let mut changes = AccessChanges::none();
+        let p = self.lock_purchase(tx, tenant, purchase).await?;
+        if !refund_recorded(tx, stripe_refund_id.as_str()).await? {
+            apply_refund(tx, &p, amount, reason, stripe_refund_id.as_str()).await?;
+            if let Some(c) = &p.customer_id {
+                self.notify_access_in(tx, tenant, c).await?;
+                changes.add(tenant, c);
+            }
+        }
+        Ok(changes)
     }
 
     pub(crate) async fn lock_purchase(

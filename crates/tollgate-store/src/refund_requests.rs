@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use tollgate_domain::status::{PurchaseStatus, RefundReason, RefundRequestStatus};
 use tollgate_domain::{Amount, PurchaseId, RefundRequestId, StripeRefundId, TenantId, Timestamp};
 
-use crate::purchases::{Tx, apply_refund, refund_recorded};
+use crate::purchases::Tx;
 use crate::{
     AccessChanges, Purchase, Result, Store, StoreError, db, enum_col, id_col, opt_enum_col,
     opt_id_col, ts_col,
@@ -157,15 +157,16 @@ impl Store {
     ) -> Result<(Purchase, AccessChanges)> {
         let mut tx = self.begin().await?;
         let r = one_request(&mut tx, tenant, request).await?;
-        let p = self.lock_purchase(&mut tx, tenant, &r.purchase_id).await?;
-        let mut changes = AccessChanges::none();
-        if !refund_recorded(&mut tx, stripe_refund_id.as_str()).await? {
-            apply_refund(&mut tx, &p, amount, r.reason, stripe_refund_id.as_str()).await?;
-            if let Some(c) = &p.customer_id {
-                self.notify_access_in(&mut tx, tenant, c).await?;
-                changes.add(tenant, c);
-            }
-        }
+        let changes = self
+            .record_refund_in(
+                &mut tx,
+                tenant,
+                &r.purchase_id,
+                amount,
+                r.reason,
+                stripe_refund_id,
+            )
+            .await?;
         db(sqlx::query(
             "UPDATE refund_requests SET status = 'succeeded', stripe_refund_id = $3, failure = NULL, updated_at = $4 \
              WHERE tenant_id = $1 AND id = $2",

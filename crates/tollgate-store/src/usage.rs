@@ -145,7 +145,7 @@ impl Store {
         let due = "status = 'pending' AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1)";
         let set = "lease_until = $2, lease_token = $3, attempts = attempts + 1";
         let sql = match self.engine {
-            // Materialized so the limit holds (see `Store::inbox_claim_many`).
+            // Materialized so the limit holds (see `Store::inbox_claim`).
             Engine::Postgres => format!(
                 "WITH picked AS MATERIALIZED (SELECT id AS picked_id FROM usage_records WHERE {due} \
                  ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \

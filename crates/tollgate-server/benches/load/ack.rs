@@ -7,11 +7,11 @@ use std::sync::Arc;
 use clap::Args;
 use serde_json::json;
 
+use crate::Common;
 use crate::events::{Rng, ack_event};
 use crate::procs::Stack;
 use crate::report::{append_json, count, mb, per_unit, print_cpu};
-use crate::send::send_all;
-use crate::{Common, EngineKind};
+use crate::send::{send_all, unix_now};
 
 #[derive(Args)]
 pub struct AckArgs {
@@ -37,9 +37,7 @@ pub struct AckArgs {
 
 pub async fn run(args: AckArgs) -> anyhow::Result<()> {
     let common = &args.common;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let now = unix_now();
     let run = format!("{}", std::process::id());
     let mut rng = Rng::new(args.seed);
     let total = args.warmup + args.events;
@@ -77,10 +75,7 @@ pub async fn run(args: AckArgs) -> anyhow::Result<()> {
 
     let acknowledged = args.events - sent.lost;
     let rate = acknowledged as f64 / sent.elapsed.as_secs_f64();
-    let engine = match common.engine {
-        EngineKind::Sqlite => "SQLite",
-        EngineKind::Postgres => "PostgreSQL",
-    };
+    let engine = common.engine.label();
     println!(
         "ack on {engine}: {} events of {smallest}–{largest} bytes (mean {:.0}), {} senders, after {} not measured",
         count(args.events as f64),

@@ -16,12 +16,12 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
+use crate::Common;
 use crate::api::{Stripe, Tollgate};
 use crate::events::{Rng, envelope};
 use crate::procs::Stack;
 use crate::report::{append_json, count, mb, per_unit, print_cpu};
-use crate::send::{Sent, send_all};
-use crate::{Common, EngineKind};
+use crate::send::{Sent, send_all, unix_now};
 
 #[derive(Args)]
 pub struct ApplyArgs {
@@ -296,9 +296,7 @@ fn events(
     tenant: &str,
     n: usize,
 ) -> anyhow::Result<Vec<String>> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let now = unix_now();
     let mut out = Vec::with_capacity(n);
     for j in 0..n {
         let sub = &subs[j % subs.len()];
@@ -578,10 +576,7 @@ fn print_phase(
     check: &Check,
     deliveries: usize,
 ) -> anyhow::Result<()> {
-    let engine = match stack.engine {
-        EngineKind::Sqlite => "SQLite",
-        EngineKind::Postgres => "PostgreSQL",
-    };
+    let engine = stack.engine.label();
     let n = args.events;
     let secs = r.elapsed.as_secs_f64();
     let rate = r.applied as f64 / secs;

@@ -66,6 +66,14 @@ impl EngineKind {
             EngineKind::Postgres => "postgres",
         }
     }
+
+    /// The engine's display name, for reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            EngineKind::Sqlite => "SQLite",
+            EngineKind::Postgres => "PostgreSQL",
+        }
+    }
 }
 
 /// What every scenario takes.

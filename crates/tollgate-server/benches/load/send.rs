@@ -24,7 +24,8 @@ pub fn signature(t: u64, body: &str) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch, now (0 should the clock stand before it).
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -42,7 +42,7 @@ pub(super) async fn authenticate_operator(
     match bearer(req.headers()) {
         // Compare hashes, so the comparison says nothing about the key through its timing.
         Some(key) if &tollgate_store::hash_secret(key) == expected => {
-            super::run_authenticated(state.clone(), || "operator".into(), req, next).await
+            super::run_authenticated(state.clone(), "operator", req, next).await
         }
         _ => Error::new(
             Code::InvalidApiKey,

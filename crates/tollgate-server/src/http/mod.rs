@@ -309,12 +309,12 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// that a read pays for no layer of its own.
 pub(crate) async fn run_authenticated(
     state: AppState,
-    scope: impl FnOnce() -> String,
+    scope: &str,
     req: Request,
     next: Next,
 ) -> Response {
     if req.method() == Method::POST {
-        idempotency(state, scope(), req, next).await
+        idempotency(state, scope.to_owned(), req, next).await
     } else {
         next.run(req).await
     }
@@ -336,9 +336,8 @@ async fn authenticate_tenant(
     match state.tenant_for_key(secret).await {
         Ok(Some(tenant)) => {
             tracing::Span::current().record("tenant", tenant.id.as_str());
-            let scope = tenant.id.to_string();
-            req.extensions_mut().insert(tenant);
-            run_authenticated(state, || scope, req, next).await
+            req.extensions_mut().insert(tenant.clone());
+            run_authenticated(state, tenant.id.as_str(), req, next).await
         }
         Ok(None) => unauthorized("Invalid or revoked API key."),
         Err(e) => Error::from(e).into_response(),

@@ -17,9 +17,8 @@ use tokio::sync::Notify;
 use tollgate::usecases::events::HANDLED;
 use tollgate::{Application, Settings};
 
-use crate::support::{Engine, database, spawn};
+use crate::support::{ADMIN_KEY, Engine, database, spawn};
 
-const ADMIN: &str = "tg_admin_e2e_operator_key_0123456789";
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// `tollgate` with none of the settings this machine's environment may hold.
@@ -170,7 +169,7 @@ async fn serve_with_key(sandbox: &Sandbox, key: &str, listen: SocketAddr) -> Com
         .env("STRIPE_SECRET_KEY", key)
         .env("STRIPE_API_BASE", sandbox.url())
         .env("STRIPE_WEBHOOK_SECRET", "whsec_e2e_service")
-        .env("TOLLGATE_ADMIN_KEY", ADMIN);
+        .env("TOLLGATE_ADMIN_KEY", ADMIN_KEY);
     cmd
 }
 
@@ -222,7 +221,7 @@ pub async fn a_restricted_key_is_accepted() {
         stripe_secret_key: Some(key.into()),
         stripe_api_base: Some(sandbox.url()),
         stripe_webhook_secrets: vec!["whsec_e2e_service".into()],
-        admin_key: Some(ADMIN.into()),
+        admin_key: Some(ADMIN_KEY.into()),
         ..Settings::default()
     };
     let app = Application::build_on(listener, settings).await.unwrap();
@@ -269,7 +268,7 @@ async fn settle(app: &Application) {
 async fn new_tenant(http: &reqwest::Client, base: &str) -> String {
     let res = http
         .post(format!("{base}/v1/tenants"))
-        .bearer_auth(ADMIN)
+        .bearer_auth(ADMIN_KEY)
         .json(&json!({ "name": "Service", "success_url_template": "https://shop.test/thanks?session_id={CHECKOUT_SESSION_ID}", "cancel_url_template": "https://shop.test/cart" }))
         .send()
         .await
@@ -365,7 +364,7 @@ pub async fn sigterm_lets_a_request_in_flight_finish_and_exits_0() {
         .env("STRIPE_SECRET_KEY", "sk_test_tollgate_e2e")
         .env("STRIPE_API_BASE", &gated)
         .env("STRIPE_WEBHOOK_SECRET", "whsec_e2e_service")
-        .env("TOLLGATE_ADMIN_KEY", ADMIN);
+        .env("TOLLGATE_ADMIN_KEY", ADMIN_KEY);
     let mut p = Proc::start(cmd);
     let http = http();
     until_ready(&http, &format!("{base}/readyz"), &p).await;
@@ -714,7 +713,7 @@ pub async fn the_built_in_sandbox_keeps_its_objects_across_a_restart() {
     let settings = |listen: SocketAddr| Settings {
         listen,
         database_url: db.clone(),
-        admin_key: Some(ADMIN.into()),
+        admin_key: Some(ADMIN_KEY.into()),
         ..Settings::default()
     };
     let http = http();

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use stripe_sandbox::Faults;
 
-use crate::support::{Engine, STRIPE_KEY, TestApp, spawn};
+use crate::support::{Engine, TestApp, spawn};
 
 const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
@@ -17,14 +17,9 @@ fn now() -> i64 {
 impl TestApp {
     /// A sandbox call with the Stripe key: form POST when `form` is given, else GET.
     async fn stripe(&self, path: &str, form: Option<&[(&str, &str)]>) -> Value {
-        let url = format!("{}{path}", self.sandbox.url());
-        let req = match form {
-            Some(f) => self.http.post(url).form(f),
-            None => self.http.get(url),
-        };
-        let res = req.bearer_auth(STRIPE_KEY).send().await.unwrap();
-        assert!(res.status().is_success(), "{path}: {}", res.status());
-        res.json().await.unwrap()
+        let (status, body) = self.sandbox_call(path, form).await;
+        assert!((200..300).contains(&status), "{path}: {status}");
+        body
     }
 
     /// A test clock frozen at `at`.

@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 use tollgate::{Application, Settings};
 
 pub const STRIPE_KEY: &str = "sk_test_tollgate_e2e";
+/// The operator's admin key Tollgate is started with.
+pub const ADMIN_KEY: &str = "tg_admin_e2e_operator_key_0123456789";
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,7 +183,7 @@ impl TestApp {
             stripe_secret_key: Some(STRIPE_KEY.into()),
             stripe_api_base: Some(self.sandbox.url()),
             stripe_webhook_secrets: vec![self.webhook_secret.clone()],
-            admin_key: Some("tg_admin_e2e_operator_key_0123456789".into()),
+            admin_key: Some(ADMIN_KEY.into()),
             public_url: None,
             checkout_rate_per_minute: rate,
             workers,
@@ -204,7 +206,7 @@ impl TestApp {
         let res = self
             .http
             .post(format!("{}/v1/tenants", self.base))
-            .bearer_auth("tg_admin_e2e_operator_key_0123456789")
+            .bearer_auth(ADMIN_KEY)
             .json(&json!({ "name": name, "platform_fee_bps": fees.0, "organization_fee_bps": fees.1, "success_url_template": "https://shop.test/thanks?session_id={CHECKOUT_SESSION_ID}", "cancel_url_template": "https://shop.test/cart" }))
             .send()
             .await
