@@ -124,8 +124,8 @@ type LaneKey = (EventObject, Option<TenantId>);
 
 #[derive(Default)]
 struct Lane {
-    /// When the group being applied began, if one is.
-    running: Option<Instant>,
+    /// Whether a group of this lane is being applied.
+    running: bool,
     waiting: Vec<Queued>,
 }
 
@@ -161,6 +161,10 @@ async fn dispatch(
     let mut ready: VecDeque<LaneKey> = VecDeque::new();
     let mut holding: HashSet<StripeEventId> = HashSet::new();
     let mut running: JoinSet<Done> = JoinSet::new();
+    // Which lane and events each running group has, for a group that panics (and so
+    // says nothing of itself).
+    let mut groups: HashMap<tokio::task::Id, (LaneKey, Instant, Vec<StripeEventId>)> =
+        HashMap::new();
     let mut stopping = false;
     loop {
         while !stopping && running.len() < concurrency {
@@ -169,9 +173,11 @@ async fn dispatch(
                 continue;
             };
             let started = Instant::now();
-            lane.running = Some(started);
+            lane.running = true;
             let group = std::mem::take(&mut lane.waiting);
-            running.spawn(apply(key, started, group));
+            let ids = group.iter().map(|e| e.event.event_id.clone()).collect();
+            let task = running.spawn(apply(key.clone(), started, group));
+            groups.insert(task.id(), (key, started, ids));
         }
         if stopping && running.is_empty() {
             return;
@@ -185,22 +191,32 @@ async fn dispatch(
                 }
                 let key = (e.object.clone(), e.event.tenant_id.clone());
                 let lane = lanes.entry(key.clone()).or_default();
-                if lane.running.is_none() && lane.waiting.is_empty() {
+                if !lane.running && lane.waiting.is_empty() {
                     ready.push_back(key);
                 }
                 lane.waiting.push(e);
             }
-            Some(done) = running.join_next() => {
-                let Ok(done) = done else {
-                    tracing::error!("applying a group of events panicked; its events are retried when their lease runs out");
-                    continue;
+            Some(joined) = running.join_next_with_id() => {
+                let done = match joined {
+                    Ok((id, done)) => {
+                        groups.remove(&id);
+                        done
+                    }
+                    Err(e) => {
+                        let Some((key, started, ids)) = groups.remove(&e.id()) else { continue };
+                        // The lane goes on (later events read Stripe afresh); the
+                        // group's own events stay leased to this instance and are
+                        // applied again once it has stopped and its leases are released.
+                        tracing::error!(events = ids.len(), "applying a group of events panicked");
+                        Done { key, started, ids, covers: None }
+                    }
                 };
                 for id in &done.ids {
                     holding.remove(id);
                 }
                 held.fetch_sub(done.ids.len(), Ordering::Relaxed);
                 let Some(lane) = lanes.get_mut(&done.key) else { continue };
-                lane.running = None;
+                lane.running = false;
                 if let Some(status) = done.covers {
                     let (covered, rest): (Vec<Queued>, Vec<Queued>) = std::mem::take(&mut lane.waiting)
                         .into_iter()
@@ -330,10 +346,9 @@ async fn claim(state: AppState, handle: Handle, mut stop: watch::Receiver<bool>)
             renew_leases(&state).await;
             renewed = Some(Instant::now());
         }
-        let room = handle.room();
         let mut full = false;
-        if room >= CLAIM_BATCH.min(MAX_HELD / 2) {
-            let limit = room.min(CLAIM_BATCH);
+        if handle.room() >= CLAIM_BATCH {
+            let limit = CLAIM_BATCH;
             match state.store.inbox_claim(LEASE, limit as i64).await {
                 Ok(events) => {
                     full = events.len() == limit;
@@ -423,6 +438,7 @@ mod tests {
         most_per_object: Arc<AtomicUsize>,
         gate: Arc<Semaphore>,
         fail_next: Arc<AtomicUsize>,
+        panic_next: Arc<AtomicUsize>,
     }
 
     impl Default for Recorder {
@@ -434,6 +450,7 @@ mod tests {
                 most_per_object: Arc::default(),
                 gate: Arc::new(Semaphore::new(0)),
                 fail_next: Arc::default(),
+                panic_next: Arc::default(),
             }
         }
     }
@@ -458,6 +475,13 @@ mod tests {
                     }
                     r.gate.acquire().await.unwrap().forget();
                     *r.running.lock().unwrap().get_mut(&object).unwrap() -= 1;
+                    let take = |n: &AtomicUsize| {
+                        n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
+                    };
+                    if take(&r.panic_next) {
+                        panic!("a group that panics");
+                    }
                     let failed = r
                         .fail_next
                         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -652,6 +676,25 @@ mod tests {
         );
         assert_eq!(r.most_at_once.load(Ordering::SeqCst), 3);
         assert_eq!(r.groups().len(), 12);
+    }
+
+    #[tokio::test]
+    async fn a_group_that_panics_frees_its_lane_for_the_events_behind_it() {
+        let r = Recorder::default();
+        r.panic_next.store(1, Ordering::SeqCst);
+        let d = run(&r, 2);
+        d.send(event("evt_p1", "sub_p", None));
+        until("the first group", || r.groups().len() == 1).await;
+        d.send(event("evt_p2", "sub_p", None));
+        r.gate.add_permits(5);
+        until("all released", || d.held.load(Ordering::SeqCst) == 0).await;
+        assert_eq!(
+            r.groups(),
+            vec![
+                ("subscription:sub_p".to_owned(), vec!["evt_p1".to_owned()]),
+                ("subscription:sub_p".to_owned(), vec!["evt_p2".to_owned()]),
+            ]
+        );
     }
 
     #[tokio::test]
