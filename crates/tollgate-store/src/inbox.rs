@@ -111,10 +111,37 @@ const CLAIMED: &str = "event_id, event_type, tenant_id, object_key, \
     (SELECT p.payload FROM webhook_payloads p WHERE p.event_id = webhook_inbox.event_id AND webhook_inbox.object_key IS NULL) AS payload, \
     received_at, attempts";
 
-/// Rows per INSERT statement when storing many events, and the parameters of each row
-/// (far below both engines' limits on parameters).
-const INSERT_CHUNK: usize = 100;
+/// Events stored in one transaction at most (a webhook batch holds no more), and the
+/// parameters of each inbox row: 256 × (9 + 2) parameters, far below both engines' limits.
+const INSERT_CHUNK: usize = 256;
 const PER_ROW: usize = 9;
+
+/// `(p, ..., p)` for each of `rows` rows of `per_row` parameters numbered after `offset`,
+/// each row followed by `tail`. PostgreSQL's parameters are numbered (`$1`); SQLite's are
+/// plain `?`, taken in order across the statements of one string: sqlx binds a numbered
+/// one by asking SQLite its name, which SQLite finds by walking the list of names, so
+/// numbered parameters cost a batch of n rows n² steps.
+fn placeholders(engine: Engine, rows: usize, per_row: usize, offset: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(rows * per_row * 6);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..per_row {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            match engine {
+                Engine::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(offset + r * per_row + c + 1).to_string());
+                }
+                Engine::Sqlite => sql.push('?'),
+            }
+        }
+        sql.push_str(tail);
+        sql.push(')');
+    }
+    sql
+}
 
 impl Store {
     /// Stores an event once; a duplicate delivery returns `false` and changes nothing.
@@ -157,74 +184,90 @@ impl Store {
         events: &[NewInboxEvent<'_>],
         lease: Option<Duration>,
     ) -> Result<Vec<bool>> {
+        let mut stored = HashSet::new();
+        for chunk in events.chunks(INSERT_CHUNK) {
+            stored.extend(self.insert_chunk(chunk, lease).await?);
+        }
+        // A delivery repeated within the batch is stored once: the first copy is new.
+        Ok(events
+            .iter()
+            .map(|e| stored.remove(e.event_id.as_str()))
+            .collect())
+    }
+
+    /// Stores up to [`INSERT_CHUNK`] events in one transaction and one call to the
+    /// database (each call is a wait for another thread or process, and a batch is
+    /// acknowledged only when all of them are done); answers the ids that were new.
+    ///
+    /// Every body is inserted, `ON CONFLICT DO NOTHING`: an event already stored has its
+    /// body stored with it (both are written in one transaction and bodies are never
+    /// deleted alone), so only the new events' bodies are written, and the second insert
+    /// need not wait for the first one's answer.
+    async fn insert_chunk(
+        &self,
+        chunk: &[NewInboxEvent<'_>],
+        lease: Option<Duration>,
+    ) -> Result<HashSet<String>> {
         let now = Timestamp::now();
         // A leased event counts its first attempt as a claim would.
         let (next_attempt, token, attempts) = match lease {
             Some(l) => (now.plus(l), Some(self.instance_id()), 1_i64),
             None => (now, None, 0),
         };
-        let mut tx = self.begin().await?;
-        let mut stored = HashSet::new();
-        for chunk in events.chunks(INSERT_CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO webhook_inbox (event_id, event_type, tenant_id, object_key, event_created, \
-                 received_at, next_attempt_at, lease_token, attempts, status) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let params: Vec<String> = (1..=PER_ROW)
-                    .map(|n| format!("${}", i * PER_ROW + n))
-                    .collect();
-                sql.push_str(&format!("({}, 'pending')", params.join(", ")));
+        let rows = placeholders(self.engine, chunk.len(), PER_ROW, 0, ", 'pending'");
+        let bodies = placeholders(self.engine, chunk.len(), 2, chunk.len() * PER_ROW, "");
+        let inbox = format!(
+            "INSERT INTO webhook_inbox (event_id, event_type, tenant_id, object_key, event_created, \
+             received_at, next_attempt_at, lease_token, attempts, status) VALUES {rows} \
+             ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        );
+        let payloads = format!(
+            "INSERT INTO webhook_payloads (event_id, payload) VALUES {bodies} ON CONFLICT (event_id) DO NOTHING"
+        );
+        let sql = match self.engine {
+            // One statement, in a transaction of its own: the bodies' foreign key is
+            // checked at its end, when the new inbox rows are there.
+            Engine::Postgres => {
+                format!("WITH new AS ({inbox}), bodies AS ({payloads}) SELECT event_id FROM new")
             }
-            sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                q = q
-                    .bind(e.event_id.as_str())
-                    .bind(e.event_type)
-                    .bind(e.tenant_id.map(|t| t.as_str()))
-                    .bind(e.object_key)
-                    .bind(e.event_created.secs())
-                    .bind(now.secs())
-                    .bind(next_attempt.secs())
-                    .bind(token)
-                    .bind(attempts);
-            }
-            let mut new = HashSet::new();
-            for row in db(q.fetch_all(&mut *tx).await)? {
-                new.insert(db(row.try_get::<String, _>("event_id"))?);
-            }
-            // The bodies of the new events: kept apart, so that claiming and marking an
-            // event rewrite a short row, not its body.
-            let bodies: Vec<&NewInboxEvent<'_>> = chunk
-                .iter()
-                .filter(|e| new.contains(e.event_id.as_str()))
-                .collect();
-            if !bodies.is_empty() {
-                let values: Vec<String> = (0..bodies.len())
-                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-                    .collect();
-                let sql = format!(
-                    "INSERT INTO webhook_payloads (event_id, payload) VALUES {} ON CONFLICT (event_id) DO NOTHING",
-                    values.join(", ")
-                );
-                let mut q = sqlx::query(&sql);
-                for e in bodies {
-                    q = q.bind(e.event_id.as_str()).bind(e.payload);
-                }
-                db(q.execute(&mut *tx).await)?;
-            }
-            stored.extend(new);
+            // SQLite runs the statements of one string one after the other on its thread.
+            Engine::Sqlite => format!("BEGIN IMMEDIATE; {inbox}; {payloads}; COMMIT"),
+        };
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(e.event_id.as_str())
+                .bind(e.event_type)
+                .bind(e.tenant_id.map(|t| t.as_str()))
+                .bind(e.object_key)
+                .bind(e.event_created.secs())
+                .bind(now.secs())
+                .bind(next_attempt.secs())
+                .bind(token)
+                .bind(attempts);
         }
-        db(tx.commit().await)?;
-        // A delivery repeated within the batch is stored once: the first copy is new.
-        Ok(events
-            .iter()
-            .map(|e| stored.remove(e.event_id.as_str()))
-            .collect())
+        for e in chunk {
+            q = q.bind(e.event_id.as_str()).bind(e.payload);
+        }
+        let rows = match self.engine {
+            Engine::Postgres => db(q.fetch_all(&self.pool).await)?,
+            Engine::Sqlite => {
+                let _turn = self.instance.writer.clone().lock_owned().await;
+                let mut conn = db(self.pool.acquire().await)?;
+                match q.fetch_all(&mut *conn).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        // The transaction the string began may still be open: closing the
+                        // connection rolls it back.
+                        let _ = sqlx::Connection::close(conn.detach()).await;
+                        return Err(crate::StoreError::from_sqlx(e));
+                    }
+                }
+            }
+        };
+        rows.iter()
+            .map(|row| db(row.try_get::<String, _>("event_id")))
+            .collect()
     }
 
     /// Claims up to `limit` due events, oldest first, for `lease`. Two instances never

@@ -102,6 +102,7 @@ both_engines!(
     refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund,
     inbox_keeps_one_copy_and_one_worker_holds_an_event,
     events_stored_together_are_each_stored_once_and_leased_to_their_instance,
+    a_batch_whose_body_is_refused_stores_nothing_of_that_event_and_the_rest_whole,
     failed_events_retry_then_dead_letter_and_replay,
     idempotency_keys_replay_and_refuse_other_bodies,
     another_tenants_objects_are_not_found,
@@ -942,6 +943,64 @@ async fn inbox_keeps_one_copy_and_one_worker_holds_an_event(store: Store) {
         store.inbox_event(&evt_2).await.unwrap().unwrap().status,
         InboxStatus::Processed
     );
+}
+
+/// A batch stores each event's row and body in one write: when the database refuses one
+/// body (here a trigger does, after the rows were written), nothing of that event is
+/// kept, every other event is stored with its body, and the store goes on working (the
+/// failed write left no transaction open behind it).
+async fn a_batch_whose_body_is_refused_stores_nothing_of_that_event_and_the_rest_whole(
+    store: Store,
+) {
+    let refuse: &[&str] = match store.engine() {
+        Engine::Sqlite => &[
+            "CREATE TRIGGER refuse_body BEFORE INSERT ON webhook_payloads \
+             WHEN NEW.payload = 'refused' BEGIN SELECT RAISE(ABORT, 'body refused'); END",
+        ],
+        Engine::Postgres => &[
+            "CREATE FUNCTION refuse_body() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN IF NEW.payload = 'refused' THEN RAISE EXCEPTION 'body refused'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_body BEFORE INSERT ON webhook_payloads \
+             FOR EACH ROW EXECUTE FUNCTION refuse_body()",
+        ],
+    };
+    for sql in refuse {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+    let ids: Vec<StripeEventId> = (0..5)
+        .map(|n| StripeEventId::from_stripe(format!("evt_refused_{n}")))
+        .collect();
+    let mut batch: Vec<NewInboxEvent<'_>> = ids.iter().map(|id| inbox_event(id, None)).collect();
+    batch[2].payload = "refused";
+    let stored = store.inbox_insert_many(&batch, None).await;
+    for (n, result) in stored.iter().enumerate() {
+        match n {
+            2 => assert!(result.is_err(), "the refused body fails its event"),
+            _ => assert!(matches!(result, Ok(true)), "event {n}: {result:?}"),
+        }
+    }
+    assert!(store.inbox_event(&ids[2]).await.unwrap().is_none());
+    let bodies: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_payloads WHERE event_id LIKE 'evt_refused_%'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        bodies, 4,
+        "each stored event has its body, the refused one none"
+    );
+    // Every connection is free of the failed write: the writes that follow commit.
+    let later: Vec<StripeEventId> = (0..20)
+        .map(|n| StripeEventId::from_stripe(format!("evt_after_refusal_{n}")))
+        .collect();
+    for id in &later {
+        assert!(store.inbox_insert(&inbox_event(id, None)).await.unwrap());
+    }
+    let other = Store::connect(store.url()).await.unwrap();
+    for id in &later {
+        assert!(other.inbox_event(id).await.unwrap().is_some());
+    }
 }
 
 /// Group commit: many events in one write, each stored once (a repeat inside the batch
