@@ -28,10 +28,15 @@ pub fn own_router() -> OpenApiRouter<AppState> {
 }
 
 pub(super) async fn authenticate_operator(
-    State(state): State<AppState>,
+    State(door): State<super::Door>,
+    matched: Option<axum::extract::MatchedPath>,
     req: Request,
     next: Next,
 ) -> Response {
+    if let Err(e) = door.check_query(matched.as_ref(), &req) {
+        return e.into_response();
+    }
+    let state = door.state;
     let Some(expected) = &state.admin_key_hash else {
         return Error::new(
             Code::InvalidApiKey,

@@ -21,7 +21,7 @@ mod usage;
 mod webhooks;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -47,6 +47,10 @@ pub type TenantExt = axum::Extension<Arc<Tenant>>;
 
 /// The routes and their OpenAPI document.
 pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let door = Door {
+        state: state.clone(),
+        query: Arc::new(OnceLock::new()),
+    };
     let tenant_api = OpenApiRouter::new()
         .merge(customers::router())
         .merge(catalog::router())
@@ -60,23 +64,25 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(usage::router())
         .merge(admin::own_router())
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            door.clone(),
             authenticate_tenant,
         ));
     let operator_api = admin::operator_router().layer(middleware::from_fn_with_state(
-        state.clone(),
+        door.clone(),
         admin::authenticate_operator,
+    ));
+    let webhooks = webhooks::router().route_layer(middleware::from_fn_with_state(
+        door.clone(),
+        refuse_unknown_query,
     ));
     let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(tenant_api)
         .merge(operator_api)
-        .merge(webhooks::router())
+        .merge(webhooks)
         .split_for_parts();
     let api = openapi::finish(api);
-    let router = router.route_layer(middleware::from_fn_with_state(
-        Arc::new(QueryParams::of(&api)),
-        refuse_unknown_query,
-    ));
+    // Known only now, before the first request: the document is built from the routes.
+    let _ = door.query.set(QueryParams::of(&api));
     let document = Arc::new(serde_json::to_vec(&api).unwrap_or_default());
     let router = router
         .route(
@@ -157,6 +163,55 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     (router, api)
 }
 
+/// What the layers in front of the routes need: the state, and the query parameters each
+/// operation declares. Each authenticating layer also checks the query, so that a read
+/// pays for one layer, not two.
+#[derive(Clone)]
+pub(crate) struct Door {
+    pub state: AppState,
+    /// Set once the OpenAPI document is built from the routes, before any request.
+    query: Arc<OnceLock<QueryParams>>,
+}
+
+impl Door {
+    /// Refuses a query parameter the route does not declare, with 400 `parameter_unknown`
+    /// naming it, on every route (those without a query string too): a typo such as
+    /// `?customer_id=` must not silently widen a list to every record. Checked before
+    /// the key, as it says what is wrong with the request whoever sends it.
+    pub(crate) fn check_query(
+        &self,
+        matched: Option<&axum::extract::MatchedPath>,
+        req: &Request,
+    ) -> Result<(), Error> {
+        let Some(query) = req.uri().query().filter(|q| !q.is_empty()) else {
+            return Ok(());
+        };
+        // HEAD is answered by the GET route.
+        let method = match req.method() {
+            &Method::HEAD => &Method::GET,
+            m => m,
+        };
+        let allowed = self
+            .query
+            .get()
+            .zip(matched)
+            .and_then(|(known, path)| known.0.get(path.as_str()))
+            .and_then(|ops| ops.iter().find(|(m, _)| m == method))
+            .map(|(_, names)| names);
+        for (name, _) in form_urlencoded::parse(query.as_bytes()) {
+            if !allowed.is_some_and(|a| a.contains(name.as_ref())) {
+                let name: String = name.chars().filter(|c| !c.is_control()).take(100).collect();
+                return Err(Error::invalid(
+                    &name,
+                    Code::ParameterUnknown,
+                    format!("This request takes no parameter {name}."),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The query parameters each operation of the OpenAPI document declares, by route
 /// template and method.
 struct QueryParams(HashMap<String, Vec<(Method, HashSet<String>)>>);
@@ -197,39 +252,17 @@ impl QueryParams {
     }
 }
 
-/// Refuses a query parameter the route does not declare, with 400 `parameter_unknown`
-/// naming it, on every route (those without a query string too): a typo such as
-/// `?customer_id=` must not silently widen a list to every record.
+/// [`Door::check_query`] as a layer, for the routes no key guards (Stripe's webhooks).
 async fn refuse_unknown_query(
-    State(known): State<Arc<QueryParams>>,
-    matched: axum::extract::MatchedPath,
+    State(door): State<Door>,
+    matched: Option<axum::extract::MatchedPath>,
     req: Request,
     next: Next,
 ) -> Response {
-    if let Some(query) = req.uri().query().filter(|q| !q.is_empty()) {
-        // HEAD is answered by the GET route.
-        let method = match req.method() {
-            &Method::HEAD => &Method::GET,
-            m => m,
-        };
-        let allowed = known
-            .0
-            .get(matched.as_str())
-            .and_then(|ops| ops.iter().find(|(m, _)| m == method))
-            .map(|(_, names)| names);
-        for (name, _) in form_urlencoded::parse(query.as_bytes()) {
-            if !allowed.is_some_and(|a| a.contains(name.as_ref())) {
-                let name: String = name.chars().filter(|c| !c.is_control()).take(100).collect();
-                return Error::invalid(
-                    &name,
-                    Code::ParameterUnknown,
-                    format!("This request takes no parameter {name}."),
-                )
-                .into_response();
-            }
-        }
+    match door.check_query(matched.as_ref(), &req) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
     }
-    next.run(req).await
 }
 
 /// Where a caller (or a proxy in front) may pass its own request id.
@@ -326,10 +359,15 @@ fn unauthorized(message: &str) -> Response {
 
 /// Resolves the tenant from `Authorization: Bearer tg_sk_...`; never from the body.
 async fn authenticate_tenant(
-    State(state): State<AppState>,
+    State(door): State<Door>,
+    matched: Option<axum::extract::MatchedPath>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    if let Err(e) = door.check_query(matched.as_ref(), &req) {
+        return e.into_response();
+    }
+    let state = door.state;
     let Some(secret) = bearer(req.headers()).filter(|s| s.starts_with("tg_sk_")) else {
         return unauthorized("Pass a tenant API key: Authorization: Bearer tg_sk_...");
     };
