@@ -13,6 +13,9 @@ use tollgate_store::{AccessChanges, Store, Tenant};
 use tollgate_stripe::Gateway;
 
 use crate::access::AccessIndex;
+
+/// The SHA-256 of an API key.
+type KeyDigest = [u8; 32];
 use crate::config::Settings;
 
 /// How long a verified API key is trusted without asking the database again. A key revoked
@@ -77,7 +80,7 @@ pub struct Inner {
     pub checkout_limiter: DefaultKeyedRateLimiter<TenantId>,
     /// Tenants by the SHA-256 of their API keys (the digest's bytes: nothing to format on
     /// the path every request takes).
-    keys: RwLock<HashMap<[u8; 32], (Arc<Tenant>, Instant)>>,
+    keys: RwLock<HashMap<KeyDigest, (Arc<Tenant>, Instant)>>,
     /// Customers and products known to exist, per tenant: an access check for ids the
     /// index holds nothing for asks the database once, then answers from here.
     known_customers: RwLock<HashSet<(TenantId, CustomerId)>>,
@@ -176,7 +179,7 @@ impl AppState {
         secret: &str,
     ) -> Result<Option<Arc<Tenant>>, tollgate_store::StoreError> {
         use sha2::Digest;
-        let hash: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
+        let hash: KeyDigest = sha2::Sha256::digest(secret.as_bytes()).into();
         if let Some((tenant, at)) = self
             .keys
             .read()
