@@ -12,6 +12,7 @@ mod customers;
 pub mod error;
 mod events;
 pub mod extract;
+mod front;
 mod ledger;
 mod openapi;
 mod plans;
@@ -108,58 +109,7 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
-        // One access log line per request, in a span that every line logged while serving
-        // it carries (its id, method, path and, once known, tenant). Access checks and
-        // Stripe's webhook deliveries, the two paths that see thousands of requests a
-        // second, are logged at debug level: an info line each would cost more than the
-        // work (the inbox keeps every delivery, and failures are logged at warn).
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let id = req
-                        .headers()
-                        .get(INCOMING_REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    // Not `method`/`path`: async-stripe records fields of those names into
-                    // the current span, which is this one when its own spans are filtered.
-                    let hot = matches!(
-                        (req.method(), req.uri().path()),
-                        (&Method::GET, "/v1/access") | (&Method::POST, "/webhooks/stripe")
-                    );
-                    if hot {
-                        tracing::debug_span!(
-                            "request",
-                            request_id = %id,
-                            http_method = %req.method(),
-                            http_path = %req.uri().path(),
-                            tenant = tracing::field::Empty,
-                        )
-                    } else {
-                        tracing::info_span!(
-                            "request",
-                            request_id = %id,
-                            http_method = %req.method(),
-                            http_path = %req.uri().path(),
-                            tenant = tracing::field::Empty,
-                        )
-                    }
-                })
-                .on_response(
-                    |res: &Response, latency: std::time::Duration, span: &tracing::Span| {
-                        // The line belongs to its request's span: none when that is off.
-                        if !span.is_disabled() {
-                            tracing::info!(
-                                parent: span,
-                                status = res.status().as_u16(),
-                                latency = %format_args!("{} ms", latency.as_millis()),
-                                "finished processing request"
-                            );
-                        }
-                    },
-                ),
-        )
-        .layer(middleware::from_fn(request_id));
+        .layer(front::FrontLayer);
     (router, api)
 }
 
@@ -263,48 +213,6 @@ async fn refuse_unknown_query(
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
-}
-
-/// Where a caller (or a proxy in front) may pass its own request id.
-const INCOMING_REQUEST_ID: &str = "x-request-id";
-
-/// The request's id, as the caller sent it in `X-Request-Id` (when it is short and
-/// printable) or made here (`req_...`); answered in `Request-Id`, as Stripe names it.
-async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(INCOMING_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(new_request_id);
-    let value = axum::http::HeaderValue::from_str(&id).ok();
-    if let Some(v) = &value {
-        req.headers_mut().insert(INCOMING_REQUEST_ID, v.clone());
-    }
-    let mut res = next.run(req).await;
-    if let Some(v) = value {
-        res.headers_mut().insert("request-id", v);
-    }
-    res
-}
-
-/// `req_`, 12 random characters drawn once per process, and a count: unique across
-/// instances and restarts, and made without a random draw per request.
-fn new_request_id() -> String {
-    use rand::Rng;
-    use std::sync::LazyLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PROCESS: LazyLock<String> = LazyLock::new(|| {
-        rand::rng()
-            .sample_iter(rand::distr::Alphanumeric)
-            .take(12)
-            .map(char::from)
-            .collect()
-    });
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    format!("req_{}{n:012}", *PROCESS)
 }
 
 /// The router alone.
