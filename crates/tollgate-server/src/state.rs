@@ -16,6 +16,11 @@ use crate::access::AccessIndex;
 
 /// The SHA-256 of an API key.
 type KeyDigest = [u8; 32];
+
+fn key_digest(secret: &str) -> KeyDigest {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes()).into()
+}
 use crate::config::Settings;
 
 /// How long a verified API key is trusted without asking the database again. A key revoked
@@ -173,21 +178,29 @@ impl AppState {
         answer
     }
 
+    /// The tenant for a secret API key, if the cache holds it (read at most
+    /// [`KEY_CACHE_TTL`] ago).
+    pub fn cached_tenant(&self, secret: &str) -> Option<Arc<Tenant>> {
+        self.cached_key(&key_digest(secret))
+    }
+
+    fn cached_key(&self, digest: &KeyDigest) -> Option<Arc<Tenant>> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(tenant, _)| tenant.clone())
+    }
+
     /// The tenant for a secret API key, from a short-lived cache or the database.
     pub async fn tenant_for_key(
         &self,
         secret: &str,
     ) -> Result<Option<Arc<Tenant>>, tollgate_store::StoreError> {
-        use sha2::Digest;
-        let hash: KeyDigest = sha2::Sha256::digest(secret.as_bytes()).into();
-        if let Some((tenant, at)) = self
-            .keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&hash)
-            && at.elapsed() < KEY_CACHE_TTL
-        {
-            return Ok(Some(tenant.clone()));
+        let hash = key_digest(secret);
+        if let Some(tenant) = self.cached_key(&hash) {
+            return Ok(Some(tenant));
         }
         let found = match self.store.tenant_for_key(secret).await? {
             Some(id) => Some(Arc::new(self.store.tenant(&id).await?)),

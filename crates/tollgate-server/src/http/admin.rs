@@ -2,15 +2,13 @@
 //! platform fee among them) and their keys. And the tenant's own settings under its own
 //! key (everything but the platform fee, which it may read).
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use tollgate_domain::{ApiKeyId, TenantId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Answer, Json, PathParam, PathParams, TenantExt, bearer, id};
-use crate::error::{Code, Error};
+use super::{Answer, Json, PathParam, PathParams, TenantExt, id};
+use crate::error::Error;
 use crate::state::AppState;
 use crate::usecases::tenants::{self, Actor, TenantInput};
 use crate::views::{ApiKeyView, IssuedKeyView, List, TenantView};
@@ -25,36 +23,6 @@ pub fn operator_router() -> OpenApiRouter<AppState> {
 
 pub fn own_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(own_settings, update_own_settings))
-}
-
-pub(super) async fn authenticate_operator(
-    State(door): State<super::Door>,
-    matched: Option<axum::extract::MatchedPath>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if let Err(e) = door.check_query(matched.as_ref(), &req) {
-        return e.into_response();
-    }
-    let state = door.state;
-    let Some(expected) = &state.admin_key_hash else {
-        return Error::new(
-            Code::InvalidApiKey,
-            "Operator routes are off: set TOLLGATE_ADMIN_KEY to use them.",
-        )
-        .into_response();
-    };
-    match bearer(req.headers()) {
-        // Compare hashes, so the comparison says nothing about the key through its timing.
-        Some(key) if &tollgate_store::hash_secret(key) == expected => {
-            super::run_authenticated(state.clone(), "operator", req, next).await
-        }
-        _ => Error::new(
-            Code::InvalidApiKey,
-            "Pass the operator key: Authorization: Bearer tg_admin_...",
-        )
-        .into_response(),
-    }
 }
 
 /// A tenant and its first API key (shown once).

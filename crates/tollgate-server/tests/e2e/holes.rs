@@ -541,6 +541,19 @@ pub async fn unknown_query_parameters_are_refused_and_lookups_find_one(engine: E
             "{path} -> {err}"
         );
     }
+    // Names are read decoded: an encoded unknown one is named as such, an encoded known
+    // one is taken.
+    let (status, err) = t.get("/v1/purchases?customer%5Fid=x").await;
+    assert_eq!(
+        (status, err["error"]["param"].as_str()),
+        (400, Some("customer_id")),
+        "{err}"
+    );
+    let (status, found) = t.get("/v1/customers?external%5Fuser%5Fid=jo").await;
+    assert_eq!(
+        (status, found["data"][0]["id"].as_str()),
+        (200, Some(jo.as_str()))
+    );
     let (_, found) = t.get("/v1/customers?external_user_id=jo").await;
     let found = found["data"].as_array().unwrap();
     assert_eq!(found.len(), 1);
