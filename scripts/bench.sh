@@ -88,8 +88,9 @@ for engine in ("sqlite", "postgres"):
         add("3 ack p99", engine, f"{r['p99_ms']:.2f} ms (p50 {r['p50_ms']:.2f}, max {r['max_ms']:.1f})", "<= 10 ms", r["p99_ms"] <= 10)
     for r in (r for r in mine if r["scenario"] == "access"):
         add("4 access vs baseline", engine,
-            f"{100 * r['ratio']:.1f}% ({fmt(r['rate'])} vs {fmt(r['baseline_rate'])} checks/s)", ">= 80%", r["ratio"] >= 0.8)
-        add("4 access p99", engine, f"{r['p99_ms']:.3f} ms (baseline {r['baseline_p99_ms']:.3f} ms)", "<= 2 ms", r["p99_ms"] <= 2)
+            f"{100 * r['ratio']:.1f}% ({fmt(r['rate'])} vs {fmt(r['baseline_rate'])} checks/s; median of rounds "
+            + ", ".join(f"{100 * x:.0f}%" for x in r["ratios"]) + ")", ">= 80%", r["ratio"] >= 0.8)
+        add("4 access p99", engine, f"{r['p99_ms']:.3f} ms, worst round (baseline {r['baseline_p99_ms']:.3f} ms)", "<= 2 ms", r["p99_ms"] <= 2)
     peaks = []
     for r in mine:
         name = r["scenario"] + (f" {r['latency_ms']} ms" if r["scenario"] == "apply" else "")
