@@ -119,14 +119,15 @@ impl<S: Route> tower::Service<Request> for Guarded<S> {
             return refused(e);
         }
         let state = self.door.state.clone();
-        let scope = match self.key {
+        // Whose keys of `Idempotency-Key` a POST uses: the tenant's, or the operator's.
+        let tenant = match self.key {
             Key::None => {
                 return Passing::Through {
                     future: self.inner.call(req),
                 };
             }
             Key::Operator => match operator(&state, req.headers()) {
-                Ok(()) => "operator".to_owned(),
+                Ok(()) => None,
                 Err(e) => return refused(e),
             },
             Key::Tenant => {
@@ -138,9 +139,8 @@ impl<S: Route> tower::Service<Request> for Guarded<S> {
                 };
                 match state.cached_tenant(secret) {
                     Some(tenant) => {
-                        let scope = tenant.id.as_str().to_owned();
-                        let_in(&mut req, tenant);
-                        scope
+                        let_in(&mut req, &tenant);
+                        Some(tenant)
                     }
                     None => {
                         // Not cached: looked up, then on as below.
@@ -150,9 +150,8 @@ impl<S: Route> tower::Service<Request> for Guarded<S> {
                             future: Box::pin(async move {
                                 match state.tenant_for_key(&secret).await {
                                     Ok(Some(tenant)) => {
-                                        let scope = tenant.id.as_str().to_owned();
-                                        let_in(&mut req, tenant);
-                                        pass(state, scope, req, inner).await
+                                        let_in(&mut req, &tenant);
+                                        pass(state, scope(Some(&tenant)), req, inner).await
                                     }
                                     Ok(None) => Error::new(
                                         Code::InvalidApiKey,
@@ -168,9 +167,9 @@ impl<S: Route> tower::Service<Request> for Guarded<S> {
             }
         };
         if req.method() == Method::POST {
-            let inner = self.inner.clone();
+            let future = idempotency(state, scope(tenant.as_ref()), req, self.inner.clone());
             Passing::Guarded {
-                future: Box::pin(idempotency(state, scope, req, inner)),
+                future: Box::pin(future),
             }
         } else {
             Passing::Through {
@@ -181,9 +180,15 @@ impl<S: Route> tower::Service<Request> for Guarded<S> {
 }
 
 /// Hands the tenant to the handler, and names it in the request's span.
-fn let_in(req: &mut Request, tenant: Arc<Tenant>) {
+fn let_in(req: &mut Request, tenant: &Arc<Tenant>) {
     tracing::Span::current().record("tenant", tenant.id.as_str());
-    req.extensions_mut().insert(tenant);
+    req.extensions_mut().insert(tenant.clone());
+}
+
+/// The scope of a request's `Idempotency-Key`: its tenant's id, or `operator` (keys of
+/// different scopes never meet).
+fn scope(tenant: Option<&Arc<Tenant>>) -> String {
+    tenant.map_or_else(|| "operator".to_owned(), |t| t.id.as_str().to_owned())
 }
 
 /// Checks the operator key. Hashes are compared, so that the comparison says nothing
@@ -204,9 +209,8 @@ fn operator(state: &AppState, headers: &HeaderMap) -> Result<(), Error> {
     }
 }
 
-/// Runs an authenticated request: a POST through [`idempotency`], under `scope` (a
-/// tenant's id, or `operator`: keys of different scopes never meet); other methods
-/// straight on, since only a POST may carry an `Idempotency-Key`.
+/// Runs an authenticated request: a POST through [`idempotency`], under `scope`; other
+/// methods straight on, since only a POST may carry an `Idempotency-Key`.
 async fn pass<S: Route>(state: AppState, scope: String, req: Request, inner: S) -> Response {
     if req.method() == Method::POST {
         idempotency(state, scope, req, inner).await
