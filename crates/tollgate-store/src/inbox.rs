@@ -143,6 +143,29 @@ fn placeholders(engine: Engine, rows: usize, per_row: usize, offset: usize, tail
     sql
 }
 
+/// A pooled SQLite connection running a transaction that sqlx does not know of (begun
+/// by the SQL it runs): unless the transaction is known to be finished, the connection is
+/// closed when this is dropped, not given back to the pool, and closing it rolls back
+/// whatever it began. That covers both a failed statement and a future dropped midway
+/// (a timeout, an aborted task), which would otherwise leave the next user of the
+/// connection inside the transaction, holding SQLite's write lock.
+struct OwnTransaction(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl OwnTransaction {
+    /// The transaction committed: the connection goes back to the pool.
+    fn finished(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for OwnTransaction {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 impl Store {
     /// Stores an event once; a duplicate delivery returns `false` and changes nothing.
     pub async fn inbox_insert(&self, e: &NewInboxEvent<'_>) -> Result<bool> {
@@ -152,47 +175,34 @@ impl Store {
             .unwrap_or(Ok(false))
     }
 
-    /// Stores events in one transaction, so that they share one flush to disk (group
-    /// commit); each is stored once, and a duplicate delivery changes nothing. With
-    /// `lease`, the stored events are claimed by this instance as they are stored (it
-    /// applies them itself). Answers, per event, whether it was new; if the batch fails,
-    /// each event is stored on its own, so one that cannot be stored fails alone.
+    /// Stores events in one transaction per [`INSERT_CHUNK`] of them, so that they share
+    /// one flush to disk (group commit); each is stored once, and a duplicate delivery
+    /// changes nothing. With `lease`, the stored events are claimed by this instance as
+    /// they are stored (it applies them itself). Answers, per event, whether it was new;
+    /// if a chunk fails, each of its events is stored on its own, so one that cannot be
+    /// stored fails alone.
     pub async fn inbox_insert_many(
         &self,
         events: &[NewInboxEvent<'_>],
         lease: Option<Duration>,
     ) -> Vec<Result<bool>> {
-        match self.insert_batch(events, lease).await {
-            Ok(stored) => stored.into_iter().map(Ok).collect(),
-            Err(e) if events.len() == 1 => vec![Err(e)],
-            Err(_) => {
-                let mut answers = Vec::with_capacity(events.len());
-                for e in events {
-                    answers.push(
-                        self.insert_batch(std::slice::from_ref(e), lease)
-                            .await
-                            .map(|v| v.first().copied().unwrap_or(false)),
-                    );
+        let mut answers = Vec::with_capacity(events.len());
+        for chunk in events.chunks(INSERT_CHUNK) {
+            match self.insert_chunk(chunk, lease).await {
+                // A delivery repeated within the chunk is stored once: the first copy is new.
+                Ok(mut new) => {
+                    answers.extend(chunk.iter().map(|e| Ok(new.remove(e.event_id.as_str()))))
                 }
-                answers
+                Err(e) if chunk.len() == 1 => answers.push(Err(e)),
+                Err(_) => {
+                    for e in chunk {
+                        let stored = self.insert_chunk(std::slice::from_ref(e), lease).await;
+                        answers.push(stored.map(|new| !new.is_empty()));
+                    }
+                }
             }
         }
-    }
-
-    async fn insert_batch(
-        &self,
-        events: &[NewInboxEvent<'_>],
-        lease: Option<Duration>,
-    ) -> Result<Vec<bool>> {
-        let mut stored = HashSet::new();
-        for chunk in events.chunks(INSERT_CHUNK) {
-            stored.extend(self.insert_chunk(chunk, lease).await?);
-        }
-        // A delivery repeated within the batch is stored once: the first copy is new.
-        Ok(events
-            .iter()
-            .map(|e| stored.remove(e.event_id.as_str()))
-            .collect())
+        answers
     }
 
     /// Stores up to [`INSERT_CHUNK`] events in one transaction and one call to the
@@ -253,16 +263,14 @@ impl Store {
             Engine::Postgres => db(q.fetch_all(&self.pool).await)?,
             Engine::Sqlite => {
                 let _turn = self.instance.writer.clone().lock_owned().await;
-                let mut conn = db(self.pool.acquire().await)?;
-                match q.fetch_all(&mut *conn).await {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        // The transaction the string began may still be open: closing the
-                        // connection rolls it back.
-                        let _ = sqlx::Connection::close(conn.detach()).await;
-                        return Err(crate::StoreError::from_sqlx(e));
-                    }
-                }
+                let mut conn = OwnTransaction(Some(db(self.pool.acquire().await)?));
+                // Held until `finished`: never `None` here.
+                let Some(c) = conn.0.as_deref_mut() else {
+                    return Err(crate::StoreError::Unavailable("no connection".into()));
+                };
+                let rows = db(q.fetch_all(c).await)?;
+                conn.finished();
+                rows
             }
         };
         rows.iter()

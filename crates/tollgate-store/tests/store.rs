@@ -103,6 +103,7 @@ both_engines!(
     inbox_keeps_one_copy_and_one_worker_holds_an_event,
     events_stored_together_are_each_stored_once_and_leased_to_their_instance,
     a_batch_whose_body_is_refused_stores_nothing_of_that_event_and_the_rest_whole,
+    a_batch_abandoned_midway_leaves_no_transaction_behind,
     failed_events_retry_then_dead_letter_and_replay,
     idempotency_keys_replay_and_refuse_other_bodies,
     another_tenants_objects_are_not_found,
@@ -967,19 +968,22 @@ async fn a_batch_whose_body_is_refused_stores_nothing_of_that_event_and_the_rest
     for sql in refuse {
         sqlx::query(sql).execute(store.pool()).await.unwrap();
     }
-    let ids: Vec<StripeEventId> = (0..5)
+    // More events than one write takes: the refused body is in the second one, and the
+    // first one's events are still answered as new.
+    let ids: Vec<StripeEventId> = (0..300)
         .map(|n| StripeEventId::from_stripe(format!("evt_refused_{n}")))
         .collect();
     let mut batch: Vec<NewInboxEvent<'_>> = ids.iter().map(|id| inbox_event(id, None)).collect();
-    batch[2].payload = "refused";
+    batch[280].payload = "refused";
     let stored = store.inbox_insert_many(&batch, None).await;
+    assert_eq!(stored.len(), 300);
     for (n, result) in stored.iter().enumerate() {
         match n {
-            2 => assert!(result.is_err(), "the refused body fails its event"),
+            280 => assert!(result.is_err(), "the refused body fails its event"),
             _ => assert!(matches!(result, Ok(true)), "event {n}: {result:?}"),
         }
     }
-    assert!(store.inbox_event(&ids[2]).await.unwrap().is_none());
+    assert!(store.inbox_event(&ids[280]).await.unwrap().is_none());
     let bodies: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM webhook_payloads WHERE event_id LIKE 'evt_refused_%'",
     )
@@ -987,7 +991,7 @@ async fn a_batch_whose_body_is_refused_stores_nothing_of_that_event_and_the_rest
     .await
     .unwrap();
     assert_eq!(
-        bodies, 4,
+        bodies, 299,
         "each stored event has its body, the refused one none"
     );
     // Every connection is free of the failed write: the writes that follow commit.
@@ -1001,6 +1005,73 @@ async fn a_batch_whose_body_is_refused_stores_nothing_of_that_event_and_the_rest
     for id in &later {
         assert!(other.inbox_event(id).await.unwrap().is_some());
     }
+}
+
+/// A batch whose caller stops waiting (a timeout, an aborted task) while the database
+/// writes it leaves nothing open behind it: the store and another instance on the same
+/// database go on writing at once, and the batch is either stored whole or not at all.
+async fn a_batch_abandoned_midway_leaves_no_transaction_behind(store: Store) {
+    let body = "x".repeat(4000);
+    let ids: Vec<StripeEventId> = (0..256)
+        .map(|n| StripeEventId::from_stripe(format!("evt_abandoned_{n}")))
+        .collect();
+    let batch: Vec<NewInboxEvent<'_>> = ids
+        .iter()
+        .map(|id| NewInboxEvent {
+            payload: &body,
+            ..inbox_event(id, None)
+        })
+        .collect();
+    // Abandoned after ever longer waits, until one wait was long enough to finish.
+    let mut abandoned = 0;
+    for micros in (0..40).map(|n| 50 * (1 << (n / 4))) {
+        match tokio::time::timeout(
+            Duration::from_micros(micros),
+            store.inbox_insert_many(&batch, None),
+        )
+        .await
+        {
+            Err(_) => abandoned += 1,
+            Ok(stored) => {
+                assert!(stored.iter().all(|r| r.is_ok()), "{stored:?}");
+                break;
+            }
+        }
+        let other = Store::connect(store.url()).await.unwrap();
+        let probe = StripeEventId::from_stripe(format!("evt_after_abandon_{micros}"));
+        for writer in [&store, &other] {
+            let written = tokio::time::timeout(
+                Duration::from_secs(2),
+                writer.inbox_insert(&inbox_event(&probe, None)),
+            )
+            .await;
+            assert!(
+                matches!(written, Ok(Ok(_))),
+                "a write after abandoning a batch at {micros} µs: {written:?}"
+            );
+        }
+    }
+    assert!(
+        abandoned > 0,
+        "no wait was short enough to abandon the batch"
+    );
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_inbox WHERE event_id LIKE 'evt_abandoned_%'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    let bodies: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_payloads WHERE event_id LIKE 'evt_abandoned_%'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (stored, bodies),
+        (256, 256),
+        "stored whole, each with its body"
+    );
 }
 
 /// Group commit: many events in one write, each stored once (a repeat inside the batch

@@ -549,6 +549,17 @@ pub async fn unknown_query_parameters_are_refused_and_lookups_find_one(engine: E
         (400, Some("customer_id")),
         "{err}"
     );
+    // A method the route does not take is answered 405 whatever the query and the key.
+    for key in [t.key.as_str(), ""] {
+        let (status, err) = t
+            .call_as(key, reqwest::Method::DELETE, "/v1/customers?limit=1", None)
+            .await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{err}"
+        );
+    }
     let (status, found) = t.get("/v1/customers?external%5Fuser%5Fid=jo").await;
     assert_eq!(
         (status, found["data"][0]["id"].as_str()),
