@@ -946,6 +946,17 @@ async fn inbox_keeps_one_copy_and_one_worker_holds_an_event(store: Store) {
     );
 }
 
+/// How many rows of `table` are about events whose id starts with `prefix`.
+async fn rows_of_events(store: &Store, table: &str, prefix: &str) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {table} WHERE event_id LIKE $1"
+    ))
+    .bind(format!("{prefix}%"))
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
 /// A batch stores each event's row and body in one write: when the database refuses one
 /// body (here a trigger does, after the rows were written), nothing of that event is
 /// kept, every other event is stored with its body, and the store goes on working (the
@@ -984,12 +995,7 @@ async fn a_batch_whose_body_is_refused_stores_nothing_of_that_event_and_the_rest
         }
     }
     assert!(store.inbox_event(&ids[280]).await.unwrap().is_none());
-    let bodies: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM webhook_payloads WHERE event_id LIKE 'evt_refused_%'",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
+    let bodies = rows_of_events(&store, "webhook_payloads", "evt_refused_").await;
     assert_eq!(
         bodies, 299,
         "each stored event has its body, the refused one none"
@@ -1055,18 +1061,8 @@ async fn a_batch_abandoned_midway_leaves_no_transaction_behind(store: Store) {
         abandoned > 0,
         "no wait was short enough to abandon the batch"
     );
-    let stored: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM webhook_inbox WHERE event_id LIKE 'evt_abandoned_%'",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
-    let bodies: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM webhook_payloads WHERE event_id LIKE 'evt_abandoned_%'",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
+    let stored = rows_of_events(&store, "webhook_inbox", "evt_abandoned_").await;
+    let bodies = rows_of_events(&store, "webhook_payloads", "evt_abandoned_").await;
     assert_eq!(
         (stored, bodies),
         (256, 256),

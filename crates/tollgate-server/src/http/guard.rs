@@ -88,6 +88,19 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<F> Passing<F> {
+    /// The guard's own work, boxed: a POST, a key not cached yet, a refusal.
+    fn guarded(future: impl Future<Output = Response> + Send + 'static) -> Self {
+        Passing::Guarded {
+            future: Box::pin(future),
+        }
+    }
+
+    fn refused(e: Error) -> Self {
+        Self::guarded(std::future::ready(e.into_response()))
+    }
+}
+
 impl<F: Future<Output = Result<Response, Infallible>>> Future for Passing<F> {
     type Output = Result<Response, Infallible>;
 
@@ -109,16 +122,13 @@ impl<S: Route> tower::Service<Request> for Guarded<S> {
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        let refused = |e: Error| Passing::Guarded {
-            future: Box::pin(std::future::ready(e.into_response())),
-        };
         if let Err(e) = self
             .door
             .check_query(req.extensions().get::<MatchedPath>(), &req)
         {
-            return refused(e);
+            return Passing::refused(e);
         }
-        let state = self.door.state.clone();
+        let state = &self.door.state;
         // Whose keys of `Idempotency-Key` a POST uses: the tenant's, or the operator's.
         let tenant = match self.key {
             Key::None => {
@@ -126,13 +136,13 @@ impl<S: Route> tower::Service<Request> for Guarded<S> {
                     future: self.inner.call(req),
                 };
             }
-            Key::Operator => match operator(&state, req.headers()) {
+            Key::Operator => match operator(state, req.headers()) {
                 Ok(()) => None,
-                Err(e) => return refused(e),
+                Err(e) => return Passing::refused(e),
             },
             Key::Tenant => {
                 let Some(secret) = bearer(req.headers()).filter(|s| s.starts_with("tg_sk_")) else {
-                    return refused(Error::new(
+                    return Passing::refused(Error::new(
                         Code::InvalidApiKey,
                         "Pass a tenant API key: Authorization: Bearer tg_sk_...",
                     ));
@@ -144,33 +154,28 @@ impl<S: Route> tower::Service<Request> for Guarded<S> {
                     }
                     None => {
                         // Not cached: looked up, then on as below.
-                        let secret = secret.to_owned();
+                        let (secret, state) = (secret.to_owned(), state.clone());
                         let inner = self.inner.clone();
-                        return Passing::Guarded {
-                            future: Box::pin(async move {
-                                match state.tenant_for_key(&secret).await {
-                                    Ok(Some(tenant)) => {
-                                        let_in(&mut req, &tenant);
-                                        pass(state, scope(Some(&tenant)), req, inner).await
-                                    }
-                                    Ok(None) => Error::new(
-                                        Code::InvalidApiKey,
-                                        "Invalid or revoked API key.",
-                                    )
-                                    .into_response(),
-                                    Err(e) => Error::from(e).into_response(),
+                        return Passing::guarded(async move {
+                            match state.tenant_for_key(&secret).await {
+                                Ok(Some(tenant)) => {
+                                    let_in(&mut req, &tenant);
+                                    pass(state, scope(Some(&tenant)), req, inner).await
                                 }
-                            }),
-                        };
+                                Ok(None) => {
+                                    Error::new(Code::InvalidApiKey, "Invalid or revoked API key.")
+                                        .into_response()
+                                }
+                                Err(e) => Error::from(e).into_response(),
+                            }
+                        });
                     }
                 }
             }
         };
         if req.method() == Method::POST {
-            let future = idempotency(state, scope(tenant.as_ref()), req, self.inner.clone());
-            Passing::Guarded {
-                future: Box::pin(future),
-            }
+            let scope = scope(tenant.as_ref());
+            Passing::guarded(idempotency(state.clone(), scope, req, self.inner.clone()))
         } else {
             Passing::Through {
                 future: self.inner.call(req),
