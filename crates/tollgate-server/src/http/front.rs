@@ -52,7 +52,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
         let id = req
             .headers()
             .get(INCOMING_REQUEST_ID)
@@ -61,7 +61,6 @@ where
             })
             .cloned()
             .unwrap_or_else(new_request_id);
-        req.headers_mut().insert(INCOMING_REQUEST_ID, id.clone());
         let span = span_for(&req, &id);
         let future = span.in_scope(|| self.inner.call(req));
         Answered {

@@ -25,7 +25,9 @@ mod webhooks;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::State;
+use std::convert::Infallible;
+
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tollgate_store::Tenant;
@@ -99,15 +101,23 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                 "This route does not take that method.",
             )
         })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
-        .layer(front::FrontLayer);
+        .with_state(state);
     (router, api)
 }
 
-/// The router alone.
-pub fn router(state: AppState) -> Router {
-    routes(state).0
+/// What answers every request: the router, behind the front door and the body limit.
+/// Both wrap the router once: `Router::layer` would wrap each route again, and each
+/// wrapping costs a clone of a boxed service and a boxed future on every request.
+pub fn service(
+    state: AppState,
+) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
++ Clone
++ Send
++ Sync
++ 'static {
+    use tower::Layer;
+    let router = routes(state).0;
+    front::FrontLayer.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY).layer(router))
 }
 
 /// Ready when the database answers and Stripe answers this instance's key (Stripe's
