@@ -196,7 +196,9 @@ impl Application {
                 stopped.clone(),
             )));
         }
-        let app = axum::ServiceExt::into_make_service(crate::http::service(state.clone()));
+        let app = axum::ServiceExt::into_make_service(
+            crate::http::service(state.clone()).context("building the routes")?,
+        );
         let mut server_stop = stopped.clone();
         // On the stop signal the listener is closed at once (new connections are refused),
         // requests in flight run to their end, and idle connections are closed.

@@ -14,14 +14,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::Response;
 use tracing::Span;
 
 /// Where a caller (or a proxy in front) may pass its own request id.
-const INCOMING_REQUEST_ID: &str = "x-request-id";
+const INCOMING_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Where the answer carries it, as Stripe names it.
-const REQUEST_ID: &str = "request-id";
+const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 
 /// Puts [`Front`] in front of a service.
 #[derive(Debug, Clone, Copy, Default)]

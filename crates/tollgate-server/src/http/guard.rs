@@ -1,5 +1,7 @@
 //! The guard in front of the routes: the query check, the key, and `Idempotency-Key` on
-//! POST, in one layer.
+//! POST, in one layer around the router. It finds each request's operation itself (the
+//! same route templates, matched by the same matcher as axum's router), so that it wraps
+//! the router once instead of every route.
 //!
 //! Written by hand rather than with `axum::middleware::from_fn`, which boxes the rest of
 //! the stack and its own future on every request: a read whose key is in the cache (every
@@ -11,11 +13,11 @@ use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::Digest;
@@ -53,11 +55,28 @@ pub(crate) enum Key {
     None,
 }
 
-/// Puts a [`Guarded`] in front of each route of a router.
+/// Puts a [`Guarded`] in front of a router.
 #[derive(Clone)]
 pub(crate) struct Guard {
-    pub(crate) door: Door,
-    pub(crate) key: Key,
+    door: Door,
+}
+
+impl Guard {
+    /// Fails if two operations' routes cannot be told apart (axum refuses the same).
+    pub(crate) fn new(state: AppState, operations: Operations) -> anyhow::Result<Self> {
+        let mut routes = matchit::Router::new();
+        for (path, ops) in operations.0 {
+            routes
+                .insert(path.clone(), ops)
+                .map_err(|e| anyhow::anyhow!("guarding {path}: {e}"))?;
+        }
+        Ok(Self {
+            door: Door {
+                state,
+                routes: Arc::new(routes),
+            },
+        })
+    }
 }
 
 impl<S> tower::Layer<S> for Guard {
@@ -67,7 +86,6 @@ impl<S> tower::Layer<S> for Guard {
         Guarded {
             inner,
             door: self.door.clone(),
-            key: self.key,
         }
     }
 }
@@ -76,7 +94,6 @@ impl<S> tower::Layer<S> for Guard {
 pub(crate) struct Guarded<S> {
     inner: S,
     door: Door,
-    key: Key,
 }
 
 pin_project_lite::pin_project! {
@@ -122,15 +139,19 @@ impl<S: Route> tower::Service<Request> for Guarded<S> {
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        if let Err(e) = self
-            .door
-            .check_query(req.extensions().get::<MatchedPath>(), &req)
-        {
+        // A route or method no operation has (a 404 or a 405) goes on to be answered so.
+        let Some(op) = self.door.operation(req.method(), req.uri().path()) else {
+            return Passing::Through {
+                future: self.inner.call(req),
+            };
+        };
+        if let Err(e) = check_query(&op.query, &req) {
             return Passing::refused(e);
         }
+        let key = op.key;
         let state = &self.door.state;
         // Whose keys of `Idempotency-Key` a POST uses: the tenant's, or the operator's.
-        let tenant = match self.key {
+        let tenant = match key {
             Key::None => {
                 return Passing::Through {
                     future: self.inner.call(req),
@@ -245,72 +266,72 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// What the guard needs: the state, and the query parameters each operation declares.
+/// What the guard needs: the state, and each operation it guards by route template.
 #[derive(Clone)]
-pub(crate) struct Door {
-    pub(crate) state: AppState,
-    /// Set once the OpenAPI document is built from the routes, before any request.
-    pub(crate) query: Arc<OnceLock<QueryParams>>,
+struct Door {
+    state: AppState,
+    routes: Arc<matchit::Router<Vec<Operation>>>,
 }
 
 impl Door {
-    /// Refuses a query parameter the route does not declare, with 400 `parameter_unknown`
-    /// naming it, on every route (those without a query string too): a typo such as
-    /// `?customer_id=` must not silently widen a list to every record. Checked before
-    /// the key, as it says what is wrong with the request whoever sends it.
-    pub(crate) fn check_query(
-        &self,
-        matched: Option<&axum::extract::MatchedPath>,
-        req: &Request,
-    ) -> Result<(), Error> {
-        let Some(query) = req.uri().query().filter(|q| !q.is_empty()) else {
-            return Ok(());
-        };
+    fn operation(&self, method: &Method, path: &str) -> Option<&Operation> {
         // HEAD is answered by the GET route.
-        let method = match req.method() {
+        let method = match method {
             &Method::HEAD => &Method::GET,
             m => m,
         };
-        let allowed = self
-            .query
-            .get()
-            .zip(matched)
-            .and_then(|(known, path)| known.0.get(path.as_str()))
-            .and_then(|ops| ops.iter().find(|(m, _)| m == method))
-            .map(|(_, names)| names);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let raw = pair.split_once('=').map_or(pair, |(name, _)| name);
-            // Names are plain words; only an encoded one is decoded.
-            let name = if raw.bytes().any(|b| b == b'%' || b == b'+') {
-                form_urlencoded::parse(raw.as_bytes())
-                    .next()
-                    .map(|(name, _)| name)
-                    .unwrap_or_default()
-            } else {
-                std::borrow::Cow::Borrowed(raw)
-            };
-            if !allowed.is_some_and(|a| a.contains(name.as_ref())) {
-                let name: String = name.chars().filter(|c| !c.is_control()).take(100).collect();
-                return Err(Error::invalid(
-                    &name,
-                    Code::ParameterUnknown,
-                    format!("This request takes no parameter {name}."),
-                ));
-            }
-        }
-        Ok(())
+        let ops = self.routes.at(path).ok()?.value;
+        ops.iter().find(|op| op.method == method)
     }
 }
 
-/// The query parameters each operation of the OpenAPI document declares, by route
-/// template and method.
-pub(crate) struct QueryParams(HashMap<String, Vec<(Method, HashSet<String>)>>);
+/// Refuses a query parameter the operation does not declare, with 400 `parameter_unknown`
+/// naming it, on every operation (those without a query string too): a typo such as
+/// `?customer_id=` must not silently widen a list to every record. Checked before the
+/// key, as it says what is wrong with the request whoever sends it.
+fn check_query(allowed: &HashSet<String>, req: &Request) -> Result<(), Error> {
+    let Some(query) = req.uri().query().filter(|q| !q.is_empty()) else {
+        return Ok(());
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let raw = pair.split_once('=').map_or(pair, |(name, _)| name);
+        // Names are plain words; only an encoded one is decoded.
+        let name = if raw.bytes().any(|b| b == b'%' || b == b'+') {
+            form_urlencoded::parse(raw.as_bytes())
+                .next()
+                .map(|(name, _)| name)
+                .unwrap_or_default()
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        };
+        if !allowed.contains(name.as_ref()) {
+            let name: String = name.chars().filter(|c| !c.is_control()).take(100).collect();
+            return Err(Error::invalid(
+                &name,
+                Code::ParameterUnknown,
+                format!("This request takes no parameter {name}."),
+            ));
+        }
+    }
+    Ok(())
+}
 
-impl QueryParams {
-    pub(crate) fn of(api: &utoipa::openapi::OpenApi) -> Self {
+/// One operation of the OpenAPI document, as the guard sees it.
+pub(crate) struct Operation {
+    method: Method,
+    key: Key,
+    query: HashSet<String>,
+}
+
+/// The operations of the routes the guard stands in front of, by route template.
+#[derive(Default)]
+pub(crate) struct Operations(HashMap<String, Vec<Operation>>);
+
+impl Operations {
+    /// Adds every operation of `api`, each taking `key`.
+    pub(crate) fn add(&mut self, api: &utoipa::openapi::OpenApi, key: Key) {
         use utoipa::openapi::RefOr;
         use utoipa::openapi::path::ParameterIn;
-        let mut known = HashMap::new();
         for (path, item) in &api.paths.paths {
             let operations = [
                 (Method::GET, &item.get),
@@ -321,7 +342,7 @@ impl QueryParams {
             ];
             for (method, op) in operations {
                 let Some(op) = op else { continue };
-                let names = op
+                let query = op
                     .parameters
                     .iter()
                     .flatten()
@@ -332,13 +353,12 @@ impl QueryParams {
                         _ => None,
                     })
                     .collect();
-                known
+                self.0
                     .entry(path.clone())
-                    .or_insert_with(Vec::new)
-                    .push((method, names));
+                    .or_default()
+                    .push(Operation { method, key, query });
             }
         }
-        Self(known)
     }
 }
 

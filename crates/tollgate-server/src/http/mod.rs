@@ -22,9 +22,8 @@ mod usage;
 
 mod webhooks;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use axum::Router;
 use std::convert::Infallible;
 
 use axum::extract::{Request, State};
@@ -37,7 +36,7 @@ use crate::error::{Code, Error};
 use crate::state::AppState;
 
 pub use extract::{Json, PathParam, PathParams, Query};
-use guard::{Door, Guard, Key, QueryParams};
+use guard::{Guard, Key, Operations};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -45,16 +44,21 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// The tenant a request is authenticated as.
 pub type TenantExt = axum::Extension<Arc<Tenant>>;
 
-/// The routes and their OpenAPI document.
-pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let door = Door {
-        state: state.clone(),
-        query: Arc::new(OnceLock::new()),
-    };
-    let guard = |key| Guard {
-        door: door.clone(),
-        key,
-    };
+/// What answers every request: the routes behind the front door, the body limit and the
+/// guard. All three wrap the router once: `Router::layer` would wrap each route again,
+/// and each wrapping costs a clone of a boxed service and a boxed future on every
+/// request. Fails if the guard cannot tell the routes apart (it refuses to start rather
+/// than leave a route unguarded).
+pub fn service(
+    state: AppState,
+) -> anyhow::Result<
+    impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+> {
+    use tower::Layer;
     let tenant_api = OpenApiRouter::new()
         .merge(customers::router())
         .merge(catalog::router())
@@ -66,19 +70,20 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(plans::router())
         .merge(coupons::router())
         .merge(usage::router())
-        .merge(admin::own_router())
-        .layer(guard(Key::Tenant));
-    let operator_api = admin::operator_router().layer(guard(Key::Operator));
-    let webhooks = webhooks::router().route_layer(guard(Key::None));
+        .merge(admin::own_router());
+    let operator_api = admin::operator_router();
+    let webhooks = webhooks::router();
+    // Each documented operation, with the key its router takes.
+    let mut operations = Operations::default();
+    operations.add(tenant_api.get_openapi(), Key::Tenant);
+    operations.add(operator_api.get_openapi(), Key::Operator);
+    operations.add(webhooks.get_openapi(), Key::None);
     let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(tenant_api)
         .merge(operator_api)
         .merge(webhooks)
         .split_for_parts();
-    let api = openapi::finish(api);
-    // Known only now, before the first request: the document is built from the routes.
-    let _ = door.query.set(QueryParams::of(&api));
-    let document = Arc::new(serde_json::to_vec(&api).unwrap_or_default());
+    let document = Arc::new(serde_json::to_vec(&openapi::finish(api)).unwrap_or_default());
     let router = router
         .route(
             "/openapi.json",
@@ -101,23 +106,10 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                 "This route does not take that method.",
             )
         })
-        .with_state(state);
-    (router, api)
-}
-
-/// What answers every request: the router, behind the front door and the body limit.
-/// Both wrap the router once: `Router::layer` would wrap each route again, and each
-/// wrapping costs a clone of a boxed service and a boxed future on every request.
-pub fn service(
-    state: AppState,
-) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    use tower::Layer;
-    let router = routes(state).0;
-    front::FrontLayer.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY).layer(router))
+        .with_state(state.clone());
+    let guard = Guard::new(state, operations)?;
+    Ok(front::FrontLayer
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY).layer(guard.layer(router))))
 }
 
 /// Ready when the database answers and Stripe answers this instance's key (Stripe's

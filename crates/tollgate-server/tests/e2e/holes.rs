@@ -516,6 +516,50 @@ fn body_properties(op: &Value, schemas: &Value) -> Vec<Vec<String>> {
     }
 }
 
+/// Every operation of the OpenAPI document asks for the key the document names: a tenant
+/// operation refuses no key and the operator's key, an operator operation refuses a
+/// tenant's key, and Stripe's webhook asks for no key (it checks its signature).
+pub async fn every_operation_asks_for_the_key_its_document_names(engine: Engine) {
+    let Some(t) = spawn(engine).await else { return };
+    let (status, doc) = t.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["get", "post", "delete"] {
+            let Some(op) = item.get(method) else { continue };
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let p = fill(path, "x_1");
+            let scheme = op["security"][0].as_object().and_then(|s| s.keys().next());
+            let refused_keys = match scheme.map(String::as_str) {
+                Some("tenant_key") => vec!["", ADMIN_KEY],
+                Some("operator_key") => vec!["", t.key.as_str()],
+                None => {
+                    let (status, body) = t.call_as("", m.clone(), &p, Some(json!({}))).await;
+                    assert_ne!(status, 401, "{method} {p} takes no key: {body}");
+                    vec![]
+                }
+                Some(other) => panic!("{method} {path}: unknown scheme {other}"),
+            };
+            for key in refused_keys {
+                let (status, body) = t.call_as(key, m.clone(), &p, Some(json!({}))).await;
+                assert_eq!(
+                    (status, body["error"]["code"].as_str()),
+                    (401, Some("invalid_api_key")),
+                    "{method} {p} with key {key:?}"
+                );
+            }
+            *seen
+                .entry(scheme.map_or("none", String::as_str))
+                .or_default() += 1;
+        }
+    }
+    // The document names all three, and most operations are a tenant's.
+    assert!(
+        seen["tenant_key"] > 20 && seen["operator_key"] > 0 && seen["none"] > 0,
+        "{seen:?}"
+    );
+}
+
 /// Item 6: query strings are strict, and the lookups users reach for exist.
 pub async fn unknown_query_parameters_are_refused_and_lookups_find_one(engine: Engine) {
     let Some(t) = spawn(engine).await else { return };

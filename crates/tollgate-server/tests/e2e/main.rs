@@ -70,6 +70,7 @@ both_engines!(
     parallel_refunds_of_one_purchase_never_exceed_it,
     hostile_values_on_every_route_answer_without_5xx_in_the_error_shape,
     unknown_query_parameters_are_refused_and_lookups_find_one,
+    every_operation_asks_for_the_key_its_document_names,
     an_event_alone_never_fails_a_paid_order,
     a_lost_dispute_takes_the_money_back_and_a_won_one_gives_access_back,
     guest_purchases_are_claimed_by_the_customer_with_that_email,
