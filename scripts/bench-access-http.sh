@@ -4,7 +4,7 @@
 # own process) gets one real purchase; then wrk asks GET /v1/access for it, and right after
 # asks the same of a minimal axum server answering Tollgate's JSON from a HashMap
 # (benches/access_baseline.rs). Both with the same connections, threads and duration, in
-# alternating rounds (BENCH_ACCESS_ROUNDS, 3 by default); wrk shares the machine's cores
+# alternating rounds (BENCH_ACCESS_ROUNDS, 5 by default); wrk shares the machine's cores
 # with the server it measures.
 #   scripts/bench-access-http.sh [seconds=10] [connections=16] [sqlite|postgres]
 # BENCH_JSON_OUT=FILE appends the results as one JSON line; TOLLGATE_BENCH_POSTGRES_URL
@@ -108,7 +108,7 @@ measure() {
 # the scheduler puts wrk's threads beside the server's shifts the rate by a fifth from
 # one run to the next) falls on both: the figure is the round with the median ratio, and
 # the p99 the worst of Tollgate's rounds.
-rounds="${BENCH_ACCESS_ROUNDS:-3}"
+rounds="${BENCH_ACCESS_ROUNDS:-5}"
 echo "wrk: $secs s, $conns connections, $threads threads, $rounds rounds, GET $check ($engine)" >&2
 : >"$work/rounds"
 for round in $(seq 1 "$rounds"); do
