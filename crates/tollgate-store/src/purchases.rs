@@ -484,6 +484,38 @@ impl Store {
         rows.iter().map(|r| db(Purchase::from_row(r))).collect()
     }
 
+    /// The purchases each of `payment_intents` paid for, in the order of their items (a
+    /// payment intent paid for one order): one query for a page of disputes, not one per
+    /// dispute. A payment intent that paid for none of the tenant's purchases is absent.
+    pub async fn purchase_ids_for_payment_intents(
+        &self,
+        tenant: &TenantId,
+        payment_intents: &[&StripePaymentIntentId],
+    ) -> Result<std::collections::HashMap<String, Vec<PurchaseId>>> {
+        let mut found = std::collections::HashMap::<String, Vec<PurchaseId>>::new();
+        if payment_intents.is_empty() {
+            return Ok(found);
+        }
+        let list: Vec<String> = (0..payment_intents.len())
+            .map(|i| format!("${}", i + 2))
+            .collect();
+        let sql = format!(
+            "SELECT p.id, p.stripe_payment_intent_id FROM purchases p JOIN order_items i ON i.id = p.order_item_id \
+             WHERE p.tenant_id = $1 AND p.stripe_payment_intent_id IN ({}) ORDER BY i.position",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(tenant.as_str());
+        for pi in payment_intents {
+            q = q.bind(pi.as_str());
+        }
+        for row in db(q.fetch_all(&self.pool).await)? {
+            let id = db(id_col(&row, "id", PurchaseId::from_db))?;
+            let pi: String = db(row.try_get("stripe_payment_intent_id"))?;
+            found.entry(pi).or_default().push(id);
+        }
+        Ok(found)
+    }
+
     /// The tenant whose purchases a payment intent paid for (events about charges and
     /// disputes name the payment intent, not the tenant).
     pub async fn tenant_for_payment_intent(

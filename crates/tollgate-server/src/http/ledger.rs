@@ -233,10 +233,19 @@ async fn list_disputes(
     };
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let mut data = Vec::with_capacity(rows.len());
-    for d in &rows {
-        data.push(dispute_view(&state, &tenant, d).await?);
-    }
+    let intents: Vec<_> = rows.iter().map(|d| &d.stripe_payment_intent_id).collect();
+    let purchases = state
+        .store
+        .purchase_ids_for_payment_intents(&tenant.id, &intents)
+        .await?;
+    // Cloned, not taken: one payment may be disputed more than once.
+    let data = rows
+        .iter()
+        .map(|d| {
+            let ids = purchases.get(d.stripe_payment_intent_id.as_str());
+            DisputeView::of(d, ids.cloned().unwrap_or_default())
+        })
+        .collect();
     Ok(axum::Json(List::new(data, has_more, "/v1/disputes")))
 }
 

@@ -703,6 +703,9 @@ pub async fn a_lost_dispute_takes_the_money_back_and_a_won_one_gives_access_back
         .find(|d| d["purchase_ids"][0] == lost["id"])
         .unwrap();
     assert_eq!(lost_view["status"], "lost");
+    assert_eq!(lost_view["purchase_ids"], json!([lost["id"]]));
+    let won_view = list.iter().find(|d| d["status"] == "won").unwrap();
+    assert_eq!(won_view["purchase_ids"], json!([won["id"]]));
     assert_eq!(lost_view["amount"], 2000);
     assert_eq!(lost_view["fee"], 1500);
     assert_eq!(lost_view["reason"], "fraudulent");
