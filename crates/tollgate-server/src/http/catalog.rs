@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Answer, Json, PathParam, Query, TenantExt, id, limit};
+use super::{Answer, Json, PathParam, Query, TenantExt, id, limit, page};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::usecases::catalog::{self, PriceInput, ProductInput, ProductUpdateInput};
@@ -164,13 +164,12 @@ async fn list_products(
         }
         None => None,
     };
-    let mut rows = state
+    let rows = state
         .store
         .list_products(&tenant.id, q.status, limit + 1, after.as_ref())
         .await
         .map_err(Error::from)?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let (rows, has_more) = page(rows, limit);
     let mut data = Vec::with_capacity(rows.len());
     for p in &rows {
         data.push(render(&state, &tenant, p).await?);

@@ -4,13 +4,11 @@
 use axum::extract::State;
 use serde::Deserialize;
 use tollgate_domain::{CouponId, PromotionCodeId};
-use tollgate_store::StoreError;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Answer, Json, PathParam, Query, TenantExt, id, limit};
-use crate::error::Error;
+use super::{Answer, Json, PathParam, Query, TenantExt, from_cursor, id, limit, page};
 use crate::state::AppState;
 use crate::usecases::coupons::{self, CouponInput, PromotionCodeInput};
 use crate::views::{CouponView, List, PromotionCodeView};
@@ -86,23 +84,15 @@ async fn list_coupons(
         .as_deref()
         .map(|s| id("starting_after", s, CouponId::parse))
         .transpose()?;
-    let mut rows = match state
-        .store
-        .list_coupons(&tenant.id, limit + 1, after.as_ref())
-        .await
-    {
-        Ok(r) => r,
-        Err(StoreError::NotFound) => {
-            return Err(Error::not_found(
-                "coupon",
-                q.starting_after.as_deref().unwrap_or_default(),
-            )
-            .with_param("starting_after"));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let rows = from_cursor(
+        state
+            .store
+            .list_coupons(&tenant.id, limit + 1, after.as_ref())
+            .await,
+        "coupon",
+        q.starting_after.as_deref(),
+    )?;
+    let (rows, has_more) = page(rows, limit);
     Ok(axum::Json(List::new(
         rows.iter().map(CouponView::of).collect(),
         has_more,
@@ -181,12 +171,11 @@ async fn list_codes(
         .as_deref()
         .map(|c| id("coupon", c, CouponId::parse))
         .transpose()?;
-    let mut rows = state
+    let rows = state
         .store
         .list_promotion_codes(&tenant.id, coupon.as_ref(), limit + 1)
         .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let (rows, has_more) = page(rows, limit);
     Ok(axum::Json(List::new(
         rows.iter().map(PromotionCodeView::of).collect(),
         has_more,

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Answer, Json, PathParam, Query, TenantExt, id, limit};
+use super::{Answer, Json, PathParam, Query, TenantExt, id, limit, page};
 use crate::state::AppState;
 use crate::usecases::{customers, portal};
 use crate::views::{CustomerView, List, PortalSessionView, PurchaseView};
@@ -114,13 +114,12 @@ async fn list_customers(
             .map(|e| customers::email("email", e))
             .transpose()?,
     };
-    let mut rows = state
+    let rows = state
         .store
         .list_customers(&tenant.id, &filter, limit + 1, after.as_ref())
         .await
         .map_err(crate::error::Error::from)?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let (rows, has_more) = page(rows, limit);
     Ok(axum::Json(List::new(
         rows.iter().map(CustomerView::of).collect(),
         has_more,

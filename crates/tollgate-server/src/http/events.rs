@@ -5,12 +5,12 @@ use axum::extract::State;
 use serde::Deserialize;
 use tollgate_domain::StripeEventId;
 use tollgate_domain::status::InboxStatus;
-use tollgate_store::{InboxFilter, StoreError};
+use tollgate_store::InboxFilter;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Answer, PathParam, Query, TenantExt, limit};
+use super::{Answer, PathParam, Query, TenantExt, from_cursor, limit, page};
 use crate::error::Error;
 use crate::state::AppState;
 use crate::usecases::events;
@@ -65,22 +65,15 @@ async fn list_events(
         status: q.status,
         event_type: q.event_type.clone(),
     };
-    let mut rows = match state
-        .store
-        .inbox_list(&filter, limit + 1, after.as_ref())
-        .await
-    {
-        Ok(r) => r,
-        Err(StoreError::NotFound) => {
-            return Err(
-                Error::not_found("event", q.starting_after.as_deref().unwrap_or_default())
-                    .with_param("starting_after"),
-            );
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let rows = from_cursor(
+        state
+            .store
+            .inbox_list(&filter, limit + 1, after.as_ref())
+            .await,
+        "event",
+        q.starting_after.as_deref(),
+    )?;
+    let (rows, has_more) = page(rows, limit);
     Ok(axum::Json(List::new(
         rows.iter().map(EventView::of).collect(),
         has_more,

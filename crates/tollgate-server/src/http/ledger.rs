@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Answer, Json, PathParam, Query, TenantExt, id, limit};
+use super::{Answer, Json, PathParam, Query, TenantExt, from_cursor, id, limit, page};
 use crate::error::{Code, Error};
 use crate::state::AppState;
 use crate::usecases::refunds::{self, RefundInput};
@@ -123,23 +123,15 @@ async fn list_purchases(
         .as_deref()
         .map(|s| id("starting_after", s, PurchaseId::parse))
         .transpose()?;
-    let (mut rows, total) = match state
-        .store
-        .list_purchases(&tenant.id, &filter, limit + 1, 0, after.as_ref())
-        .await
-    {
-        Ok(r) => r,
-        Err(StoreError::NotFound) => {
-            return Err(Error::not_found(
-                "purchase",
-                q.starting_after.as_deref().unwrap_or_default(),
-            )
-            .with_param("starting_after"));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let (rows, total) = from_cursor(
+        state
+            .store
+            .list_purchases(&tenant.id, &filter, limit + 1, 0, after.as_ref())
+            .await,
+        "purchase",
+        q.starting_after.as_deref(),
+    )?;
+    let (rows, has_more) = page(rows, limit);
     Ok(axum::Json(PurchasePage {
         object: "list",
         data: rows.iter().map(PurchaseView::of).collect(),
@@ -216,23 +208,15 @@ async fn list_disputes(
         .as_deref()
         .map(|s| id("starting_after", s, DisputeId::parse))
         .transpose()?;
-    let mut rows = match state
-        .store
-        .list_disputes(&tenant.id, q.status, limit + 1, after.as_ref())
-        .await
-    {
-        Ok(r) => r,
-        Err(StoreError::NotFound) => {
-            return Err(Error::not_found(
-                "dispute",
-                q.starting_after.as_deref().unwrap_or_default(),
-            )
-            .with_param("starting_after"));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let rows = from_cursor(
+        state
+            .store
+            .list_disputes(&tenant.id, q.status, limit + 1, after.as_ref())
+            .await,
+        "dispute",
+        q.starting_after.as_deref(),
+    )?;
+    let (rows, has_more) = page(rows, limit);
     let intents: Vec<_> = rows.iter().map(|d| &d.stripe_payment_intent_id).collect();
     let purchases = state
         .store
@@ -310,22 +294,15 @@ async fn list_orders(
         .as_deref()
         .map(|s| id("starting_after", s, OrderId::parse))
         .transpose()?;
-    let mut rows = match state
-        .store
-        .list_orders(&tenant.id, customer.as_ref(), limit + 1, after.as_ref())
-        .await
-    {
-        Ok(r) => r,
-        Err(StoreError::NotFound) => {
-            return Err(
-                Error::not_found("order", q.starting_after.as_deref().unwrap_or_default())
-                    .with_param("starting_after"),
-            );
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let rows = from_cursor(
+        state
+            .store
+            .list_orders(&tenant.id, customer.as_ref(), limit + 1, after.as_ref())
+            .await,
+        "order",
+        q.starting_after.as_deref(),
+    )?;
+    let (rows, has_more) = page(rows, limit);
     Ok(axum::Json(List::new(
         rows.iter().map(OrderView::of).collect(),
         has_more,

@@ -136,6 +136,28 @@ pub fn limit(value: Option<i64>) -> Result<i64, Error> {
     }
 }
 
+/// The first `limit` of rows a list read as `limit + 1`, and whether more follow.
+pub fn page<T>(mut rows: Vec<T>, limit: i64) -> (Vec<T>, bool) {
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    (rows, has_more)
+}
+
+/// A list read from a `starting_after` cursor: a cursor that names nothing of the
+/// tenant's is a 404 naming the parameter.
+pub fn from_cursor<T>(
+    read: Result<T, tollgate_store::StoreError>,
+    kind: &str,
+    cursor: Option<&str>,
+) -> Result<T, Error> {
+    match read {
+        Err(tollgate_store::StoreError::NotFound) => {
+            Err(Error::not_found(kind, cursor.unwrap_or_default()).with_param("starting_after"))
+        }
+        other => other.map_err(Error::from),
+    }
+}
+
 /// Parses a Tollgate id from a path or query parameter, naming it when it is wrong.
 pub fn id<T>(
     param: &str,

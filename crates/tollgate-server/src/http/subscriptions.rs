@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Answer, Json, PathParam, Query, TenantExt, id, limit};
+use super::{Answer, Json, PathParam, Query, TenantExt, id, limit, page};
 use crate::state::AppState;
 use crate::usecases::subscriptions::{self as subs, ChangePriceInput, PauseInput, Synced};
 use crate::views::{List, SubscriptionView};
@@ -86,7 +86,7 @@ async fn list_subscriptions(
         }
         None => None,
     };
-    let mut rows = state
+    let rows = state
         .store
         .list_subscriptions(
             &tenant.id,
@@ -98,8 +98,7 @@ async fn list_subscriptions(
             after.as_ref(),
         )
         .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let (rows, has_more) = page(rows, limit);
     Ok(axum::Json(List::new(
         rows.iter().map(|s| view(&state, s)).collect(),
         has_more,

@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Answer, Json, Query, TenantExt, id, limit};
+use super::{Answer, Json, Query, TenantExt, id, limit, page};
 use crate::state::AppState;
 use crate::usecases::usage::{self, UsageInput};
 use crate::views::{List, UsageRecordView};
@@ -59,12 +59,11 @@ async fn list_usage(
         .as_deref()
         .map(|c| id("customer", c, CustomerId::parse))
         .transpose()?;
-    let mut rows = state
+    let rows = state
         .store
         .list_usage(&tenant.id, customer.as_ref(), limit + 1)
         .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let (rows, has_more) = page(rows, limit);
     Ok(axum::Json(List::new(
         rows.iter().map(UsageRecordView::of).collect(),
         has_more,
