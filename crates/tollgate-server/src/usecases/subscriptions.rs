@@ -142,13 +142,17 @@ async fn store_state(
     Ok(Synced::Mirrored(Box::new(stored)))
 }
 
-/// Stores a state Stripe answered a change with, read under `seq`.
+/// Stores the state Stripe answered a change with. Its number is drawn once the answer is
+/// in, where a read's is drawn before the read begins: every read numbered higher began
+/// after the change was made and shows it, and every read numbered lower is dropped if it
+/// lands later. So a read that began before the change (a worker applying the event of an
+/// earlier change) never undoes it; only a newer state does.
 async fn store_answer(
     state: &AppState,
     tenant: &Tenant,
-    seq: i64,
     s: SubscriptionState,
 ) -> Result<Subscription> {
+    let seq = state.store.next_sync_seq().await?;
     match store_state(state, tenant, seq, s, &[]).await? {
         Synced::Mirrored(sub) => Ok(*sub),
         Synced::NotOurs => Err(Error::conflict(
@@ -222,13 +226,12 @@ async fn apply_change(
     change: &SubscriptionChange,
     name: &str,
 ) -> Result<Subscription> {
-    let seq = state.store.next_sync_seq().await?;
     let key = format!("tg-{name}-{}-{}", sub.id, sub.synced_seq);
     let answer = state
         .stripe
         .update_subscription(&sub.stripe_subscription_id, change, &key)
         .await?;
-    store_answer(state, tenant, seq, answer).await
+    store_answer(state, tenant, answer).await
 }
 
 fn not_ended(sub: &Subscription) -> Result<()> {
@@ -266,7 +269,6 @@ pub async fn cancel_subscription(
         )
         .await;
     }
-    let seq = state.store.next_sync_seq().await?;
     let answer = state
         .stripe
         .cancel_subscription(
@@ -274,7 +276,7 @@ pub async fn cancel_subscription(
             &format!("tg-cancel-now-{}", sub.id),
         )
         .await?;
-    store_answer(state, tenant, seq, answer).await
+    store_answer(state, tenant, answer).await
 }
 
 /// Takes back a cancellation at period end; or resumes a subscription whose status is
@@ -286,7 +288,6 @@ pub async fn resume_subscription(
 ) -> Result<Subscription> {
     not_ended(sub)?;
     if sub.status == SubscriptionStatus::Paused {
-        let seq = state.store.next_sync_seq().await?;
         let answer = state
             .stripe
             .resume_subscription(
@@ -294,7 +295,7 @@ pub async fn resume_subscription(
                 &format!("tg-resume-{}-{}", sub.id, sub.synced_seq),
             )
             .await?;
-        return store_answer(state, tenant, seq, answer).await;
+        return store_answer(state, tenant, answer).await;
     }
     if !sub.cancel_at_period_end {
         return Err(Error::conflict(
@@ -519,7 +520,6 @@ pub async fn move_to_price(
     price: &StripePriceId,
     idempotency_key: &str,
 ) -> Result<Subscription> {
-    let seq = state.store.next_sync_seq().await?;
     let answer = state
         .stripe
         .update_subscription(
@@ -534,5 +534,5 @@ pub async fn move_to_price(
             idempotency_key,
         )
         .await?;
-    store_answer(state, tenant, seq, answer).await
+    store_answer(state, tenant, answer).await
 }

@@ -54,6 +54,7 @@ both_engines!(
     upgrades_prorate_now_and_downgrades_wait_for_the_period_end,
     cancel_at_period_end_keeps_access_until_then_and_resume_undoes_it,
     pause_revokes_and_unpause_restores,
+    a_change_is_not_undone_by_a_read_that_began_before_it,
     portal_actions_flow_back_through_webhooks,
     subscription_events_duplicated_and_reordered_converge,
     concurrent_events_at_stripe_latency_converge_for_every_subscription,

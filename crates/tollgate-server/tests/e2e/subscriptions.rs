@@ -417,6 +417,34 @@ pub async fn pause_revokes_and_unpause_restores(engine: Engine) {
     assert!(t.access(&c, &plan).await, "the events that follow agree");
 }
 
+/// A change made through the API holds as soon as it is answered, while the worker reads
+/// Stripe for the events of earlier changes at Stripe's latency: a read that began before
+/// the change, and so shows the state before it, never undoes it.
+pub async fn a_change_is_not_undone_by_a_read_that_began_before_it(engine: Engine) {
+    let Some(t) = spawn(engine).await else { return };
+    let (plan, _) = t.plan("Pro", 1500, "pro_monthly").await;
+    let c = t.subscriber("changer", None).await;
+    let sub = t
+        .subscribe(&c, json!({ "price": "pro_monthly" }), "4242424242424242")
+        .await;
+    // Each request waits 10 to 120 ms before Stripe acts on it: a worker's read of the
+    // last change's event often starts after the next change starts and acts before it.
+    t.set_faults(Faults {
+        latency_ms: 10,
+        latency_max_ms: 120,
+        ..Faults::default()
+    });
+    for round in 0..8 {
+        t.subscription_call(&sub, "pause", json!({})).await;
+        assert!(!t.access(&c, &plan).await, "round {round}: paused");
+        t.subscription_call(&sub, "unpause", json!({})).await;
+        assert!(t.access(&c, &plan).await, "round {round}: unpaused");
+    }
+    t.set_faults(Faults::default());
+    t.settled().await;
+    assert!(t.access(&c, &plan).await, "the events that follow agree");
+}
+
 /// What the customer does in the portal reaches Tollgate through Stripe's events.
 pub async fn portal_actions_flow_back_through_webhooks(engine: Engine) {
     let Some(t) = spawn(engine).await else { return };
