@@ -956,7 +956,17 @@ pub async fn a_refund_stripe_fails_later_is_undone(engine: Engine) {
         .post(&format!("/v1/purchases/{id}/refund"), json!({}))
         .await;
     assert_eq!(status, 200, "{refunded}");
-    assert_eq!(refunded["status"], "refunded");
+    // This sandbox fails the refund right after its answer, so the failure's event may be
+    // applied before the refund's own answer is recorded: the answer then already shows
+    // the refund undone. Either way it is true to Stripe at the time.
+    match refunded["status"].as_str() {
+        Some("refunded") => assert_eq!(refunded["refunded_amount"], 800, "{refunded}"),
+        Some("completed") => assert!(
+            refunded["refunds"][0]["reversed_at"].is_i64(),
+            "undone already: {refunded}"
+        ),
+        _ => panic!("{refunded}"),
+    }
     t.eventually("the refund undone", || async {
         purchase(&t, id).await["refunded_amount"] == 0
     })
