@@ -661,6 +661,22 @@ impl Store {
         for refund in refunds {
             let refund_id = refund.id.as_str();
             if !refund.counts {
+                // One of ours that Stripe gave up on before its request recorded Stripe's
+                // first answer ("succeeded") is recorded here and its request failed, so
+                // that the answer, recorded later, finds it and counts it no more.
+                let ours = refund
+                    .purchase
+                    .as_ref()
+                    .and_then(|id| purchases.iter().position(|p| &p.id == id));
+                if let (Some(request), Some(i)) = (&refund.request, ours)
+                    && !refund_recorded(&mut tx, refund_id).await?
+                {
+                    let amount = refund.amount.min(purchases[i].refundable_amount());
+                    if !amount.is_zero() {
+                        apply_refund(&mut tx, &purchases[i], amount, None, refund_id).await?;
+                    }
+                    crate::refund_requests::fail_request_in(&mut tx, request, refund_id).await?;
+                }
                 // Stripe gave up on it: what was recorded of it is undone.
                 if reverse_refund(&mut tx, tenant, refund_id).await? {
                     crate::refund_requests::fail_requests_of_refund(&mut tx, refund_id).await?;

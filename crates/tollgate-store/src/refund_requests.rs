@@ -167,9 +167,11 @@ impl Store {
                 stripe_refund_id,
             )
             .await?;
+        // A request the worker already failed (Stripe failed its refund before this answer
+        // was recorded) stays failed; the refund was recorded and undone with it.
         db(sqlx::query(
             "UPDATE refund_requests SET status = 'succeeded', stripe_refund_id = $3, failure = NULL, updated_at = $4 \
-             WHERE tenant_id = $1 AND id = $2",
+             WHERE tenant_id = $1 AND id = $2 AND status <> 'failed'",
         )
         .bind(tenant.as_str())
         .bind(request.as_str())
@@ -300,6 +302,25 @@ pub(crate) async fn settle_request_in(
     db(sqlx::query(
         "UPDATE refund_requests SET status = 'succeeded', stripe_refund_id = $2, failure = NULL, updated_at = $3 \
          WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(request.as_str())
+    .bind(stripe_refund_id)
+    .bind(Timestamp::now().secs())
+    .execute(&mut **tx)
+    .await)?;
+    Ok(())
+}
+
+/// Marks a request still pending as failed with the refund Stripe made of it and then
+/// failed (its amount is free again).
+pub(crate) async fn fail_request_in(
+    tx: &mut Tx<'_>,
+    request: &RefundRequestId,
+    stripe_refund_id: &str,
+) -> Result<()> {
+    db(sqlx::query(
+        "UPDATE refund_requests SET status = 'failed', stripe_refund_id = $2, failure = 'the refund failed at Stripe', \
+         updated_at = $3 WHERE id = $1 AND status = 'pending'",
     )
     .bind(request.as_str())
     .bind(stripe_refund_id)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tollgate_domain::status::{
     CheckoutMode, InboxStatus, OrderStatus, ProductKind, ProductStatus, PurchaseStatus,
-    RefundReason, SubscriptionStatus,
+    RefundReason, RefundRequestStatus, SubscriptionStatus,
 };
 use tollgate_domain::{
     Amount, Currency, Email, FeeSchedule, Split, StripeCustomerId, StripeEventId,
@@ -117,6 +117,7 @@ both_engines!(
     a_check_violation_or_a_nul_byte_is_refused_not_a_database_error,
     every_connection_commits_to_disk_before_answering,
     a_refund_recorded_from_stripe_settles_the_request_it_carried_out,
+    a_refund_stripe_failed_before_its_request_recorded_it_never_counts,
 );
 
 /// Item: what is acknowledged must be durable. On SQLite every pooled connection runs
@@ -689,6 +690,79 @@ async fn a_refund_recorded_from_stripe_settles_the_request_it_carried_out(store:
         panic!("the same key finds the same request")
     };
     assert_eq!(settled.stripe_refund_id, Some(re("re_held")));
+}
+
+/// Stripe answers a refund request with a refund that succeeded, then fails it, and the
+/// worker reads the failure before the request records Stripe's answer. The refund is
+/// recorded and undone then, and the request's answer, recorded later, counts it no more:
+/// the money is the merchant's, the request failed, and the amount is free to refund.
+async fn a_refund_stripe_failed_before_its_request_recorded_it_never_counts(store: Store) {
+    let t = tenant(&store, (0, 0)).await;
+    let (c, _) = store
+        .get_or_create_customer(&t, "failed-first", None, None)
+        .await
+        .unwrap();
+    let (a, pa) = product(&store, &t, 1000, None).await;
+    let p = paid_order(
+        &store,
+        &t,
+        &c,
+        vec![item(&a, &pa, 1)],
+        "pi_failed_first",
+        FeeSchedule::default(),
+    )
+    .await
+    .remove(0);
+    let Opened::New(request) = store
+        .open_refund_request(&t, &p.id, None, None, Some("k1"))
+        .await
+        .unwrap()
+    else {
+        panic!("a first request is new")
+    };
+    let (seen, _) = store
+        .record_external_refunds(
+            &t,
+            &pi("pi_failed_first"),
+            &[StripeRefund {
+                id: re("re_failed_first"),
+                amount: amount(1000),
+                purchase: Some(p.id.clone()),
+                counts: false,
+                request: Some(request.id.clone()),
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen[0].refunded_amount(), amount(0), "{seen:?}");
+    let (after, _) = store
+        .complete_refund_request(&t, &request.id, &re("re_failed_first"), amount(1000))
+        .await
+        .unwrap();
+    assert_eq!(after.refunded_amount(), amount(0), "{after:?}");
+    assert_eq!(after.status, PurchaseStatus::Completed);
+    let refunds = store.refunds_for_purchase(&t, &p.id).await.unwrap();
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert!(refunds[0].reversed_at.is_some(), "{refunds:?}");
+    let Opened::Existing(settled) = store
+        .open_refund_request(&t, &p.id, None, None, Some("k1"))
+        .await
+        .unwrap()
+    else {
+        panic!("the same key finds the same request")
+    };
+    assert_eq!(settled.status, RefundRequestStatus::Failed);
+    assert!(
+        matches!(
+            store
+                .open_refund_request(&t, &p.id, None, None, Some("k2"))
+                .await
+                .unwrap(),
+            Opened::New(_)
+        ),
+        "nothing is held or refunded: the whole amount may be asked for again"
+    );
 }
 
 async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store: Store) {
