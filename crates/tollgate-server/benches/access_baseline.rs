@@ -19,6 +19,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use serde::Deserialize;
 
@@ -97,6 +98,10 @@ fn main() -> anyhow::Result<()> {
                 "access baseline listening on http://{}",
                 listener.local_addr()?
             );
+            // TCP_NODELAY, as Tollgate sets it.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app).await?;
             anyhow::Ok(())
         })

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -203,6 +204,13 @@ impl Application {
         // On the stop signal the listener is closed at once (new connections are refused),
         // requests in flight run to their end, and idle connections are closed.
         let server = tokio::spawn(async move {
+            // Answers go out as soon as they are written: without TCP_NODELAY, the end of an
+            // answer written in more than one piece can wait for the client's delayed ACK.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY could not be set on a connection");
+                }
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = server_stop.wait_for(|s| *s).await;
