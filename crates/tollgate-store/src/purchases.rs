@@ -675,7 +675,13 @@ impl Store {
                     if !amount.is_zero() {
                         apply_refund(&mut tx, &purchases[i], amount, None, refund_id).await?;
                     }
-                    crate::refund_requests::fail_request_in(&mut tx, request, refund_id).await?;
+                    crate::refund_requests::conclude_request_in(
+                        &mut tx,
+                        request,
+                        refund_id,
+                        Some(crate::refund_requests::FAILED_AT_STRIPE),
+                    )
+                    .await?;
                 }
                 // Stripe gave up on it: what was recorded of it is undone.
                 if reverse_refund(&mut tx, tenant, refund_id).await? {
@@ -690,7 +696,8 @@ impl Store {
                 continue;
             }
             if let Some(request) = &refund.request {
-                crate::refund_requests::settle_request_in(&mut tx, request, refund_id).await?;
+                crate::refund_requests::conclude_request_in(&mut tx, request, refund_id, None)
+                    .await?;
             }
             if refund_recorded(&mut tx, refund_id).await? {
                 continue;

@@ -292,52 +292,41 @@ async fn one_request(
     db(RefundRequest::from_row(&row))
 }
 
-/// Marks a pending request succeeded by the Stripe refund that carried it out (found by
-/// the webhook worker before the request's own call came back).
-pub(crate) async fn settle_request_in(
+/// Concludes a pending request by the Stripe refund that carried it out, found by the
+/// webhook worker before the request's own call came back: succeeded, or failed with
+/// `failure` when Stripe has failed that refund since (its amount is free again).
+pub(crate) async fn conclude_request_in(
     tx: &mut Tx<'_>,
     request: &RefundRequestId,
     stripe_refund_id: &str,
+    failure: Option<&str>,
 ) -> Result<()> {
     db(sqlx::query(
-        "UPDATE refund_requests SET status = 'succeeded', stripe_refund_id = $2, failure = NULL, updated_at = $3 \
+        "UPDATE refund_requests SET status = $4, stripe_refund_id = $2, failure = $5, updated_at = $3 \
          WHERE id = $1 AND status = 'pending'",
     )
     .bind(request.as_str())
     .bind(stripe_refund_id)
     .bind(Timestamp::now().secs())
+    .bind(if failure.is_some() { "failed" } else { "succeeded" })
+    .bind(failure)
     .execute(&mut **tx)
     .await)?;
     Ok(())
 }
 
-/// Marks a request still pending as failed with the refund Stripe made of it and then
-/// failed (its amount is free again).
-pub(crate) async fn fail_request_in(
-    tx: &mut Tx<'_>,
-    request: &RefundRequestId,
-    stripe_refund_id: &str,
-) -> Result<()> {
-    db(sqlx::query(
-        "UPDATE refund_requests SET status = 'failed', stripe_refund_id = $2, failure = 'the refund failed at Stripe', \
-         updated_at = $3 WHERE id = $1 AND status = 'pending'",
-    )
-    .bind(request.as_str())
-    .bind(stripe_refund_id)
-    .bind(Timestamp::now().secs())
-    .execute(&mut **tx)
-    .await)?;
-    Ok(())
-}
+/// Why a request failed whose refund Stripe made and then failed.
+pub(crate) const FAILED_AT_STRIPE: &str = "the refund failed at Stripe";
 
 /// Marks the requests whose Stripe refund later failed.
 pub(crate) async fn fail_requests_of_refund(tx: &mut Tx<'_>, stripe_refund_id: &str) -> Result<()> {
     db(sqlx::query(
-        "UPDATE refund_requests SET status = 'failed', failure = 'the refund failed at Stripe', updated_at = $2 \
+        "UPDATE refund_requests SET status = 'failed', failure = $3, updated_at = $2 \
          WHERE stripe_refund_id = $1",
     )
     .bind(stripe_refund_id)
     .bind(Timestamp::now().secs())
+    .bind(FAILED_AT_STRIPE)
     .execute(&mut **tx)
     .await)?;
     Ok(())
