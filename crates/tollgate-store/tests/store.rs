@@ -340,6 +340,32 @@ async fn paid_order(
     purchases
 }
 
+/// A tenant without fees, a customer named `who`, and their purchase of a 1000 product
+/// paid by `payment`.
+async fn one_purchase(
+    store: &Store,
+    who: &str,
+    payment: &str,
+) -> (TenantId, tollgate_store::Customer, tollgate_store::Purchase) {
+    let t = tenant(store, (0, 0)).await;
+    let (c, _) = store
+        .get_or_create_customer(&t, who, None, None)
+        .await
+        .unwrap();
+    let (a, pa) = product(store, &t, 1000, None).await;
+    let p = paid_order(
+        store,
+        &t,
+        &c,
+        vec![item(&a, &pa, 1)],
+        payment,
+        FeeSchedule::default(),
+    )
+    .await
+    .remove(0);
+    (t, c, p)
+}
+
 async fn migrations_apply_twice_without_change(store: Store) {
     store.migrate().await.unwrap();
     assert!(store.ping().await);
@@ -697,22 +723,7 @@ async fn a_refund_recorded_from_stripe_settles_the_request_it_carried_out(store:
 /// recorded and undone then, and the request's answer, recorded later, counts it no more:
 /// the money is the merchant's, the request failed, and the amount is free to refund.
 async fn a_refund_stripe_failed_before_its_request_recorded_it_never_counts(store: Store) {
-    let t = tenant(&store, (0, 0)).await;
-    let (c, _) = store
-        .get_or_create_customer(&t, "failed-first", None, None)
-        .await
-        .unwrap();
-    let (a, pa) = product(&store, &t, 1000, None).await;
-    let p = paid_order(
-        &store,
-        &t,
-        &c,
-        vec![item(&a, &pa, 1)],
-        "pi_failed_first",
-        FeeSchedule::default(),
-    )
-    .await
-    .remove(0);
+    let (t, _, p) = one_purchase(&store, "failed-first", "pi_failed_first").await;
     let Opened::New(request) = store
         .open_refund_request(&t, &p.id, None, None, Some("k1"))
         .await
@@ -1566,22 +1577,7 @@ async fn the_split_follows_the_fee_schedule_the_order_was_placed_under(store: St
 }
 
 async fn one_stripe_refund_recorded_by_the_api_and_the_worker_at_once_counts_once(store: Store) {
-    let t = tenant(&store, (0, 0)).await;
-    let (c, _) = store
-        .get_or_create_customer(&t, "u", None, None)
-        .await
-        .unwrap();
-    let (a, pa) = product(&store, &t, 1000, None).await;
-    let p = paid_order(
-        &store,
-        &t,
-        &c,
-        vec![item(&a, &pa, 1)],
-        "pi_r",
-        FeeSchedule::default(),
-    )
-    .await
-    .remove(0);
+    let (t, c, p) = one_purchase(&store, "u", "pi_r").await;
     for round in 0..5 {
         let refund = re(&format!("re_race_{round}"));
         let api = {
