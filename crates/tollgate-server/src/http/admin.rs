@@ -7,6 +7,7 @@ use tollgate_domain::{ApiKeyId, TenantId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::guard::Operator;
 use super::{Answer, Json, PathParam, PathParams, TenantExt, id};
 use crate::error::Error;
 use crate::state::AppState;
@@ -30,6 +31,7 @@ pub fn own_router() -> OpenApiRouter<AppState> {
     responses((status = 200, description = "The tenant and its first key", body = IssuedKeyView)))]
 async fn create_tenant(
     State(state): State<AppState>,
+    _: Operator,
     Json(input): Json<TenantInput>,
 ) -> Answer<IssuedKeyView> {
     let (tenant, key) = tenants::create_tenant(&state, input).await?;
@@ -43,7 +45,7 @@ async fn create_tenant(
 
 #[utoipa::path(get, path = "/v1/tenants", tag = "operator",
     responses((status = 200, description = "Every tenant", body = List<TenantView>)))]
-async fn list_tenants(State(state): State<AppState>) -> Answer<List<TenantView>> {
+async fn list_tenants(State(state): State<AppState>, _: Operator) -> Answer<List<TenantView>> {
     let rows = state.store.list_tenants().await?;
     Ok(axum::Json(List::new(
         rows.iter().map(TenantView::of).collect(),
@@ -57,6 +59,7 @@ async fn list_tenants(State(state): State<AppState>) -> Answer<List<TenantView>>
     responses((status = 200, description = "The tenant", body = TenantView)))]
 async fn retrieve_tenant(
     State(state): State<AppState>,
+    _: Operator,
     PathParam(raw): PathParam,
 ) -> Answer<TenantView> {
     let tid = id("id", &raw, TenantId::parse)?;
@@ -72,6 +75,7 @@ async fn retrieve_tenant(
     responses((status = 200, description = "The tenant after the change", body = TenantView)))]
 async fn update_tenant(
     State(state): State<AppState>,
+    _: Operator,
     PathParam(raw): PathParam,
     Json(input): Json<TenantInput>,
 ) -> Answer<TenantView> {
@@ -86,6 +90,7 @@ async fn update_tenant(
     responses((status = 200, description = "The new key", body = IssuedKeyView)))]
 async fn create_key(
     State(state): State<AppState>,
+    _: Operator,
     PathParam(raw): PathParam,
 ) -> Answer<IssuedKeyView> {
     let tid = id("id", &raw, TenantId::parse)?;
@@ -105,6 +110,7 @@ async fn create_key(
     responses((status = 200, description = "The tenant's keys", body = List<ApiKeyView>)))]
 async fn list_keys(
     State(state): State<AppState>,
+    _: Operator,
     PathParam(raw): PathParam,
 ) -> Answer<List<ApiKeyView>> {
     let tid = id("id", &raw, TenantId::parse)?;
@@ -123,6 +129,7 @@ async fn list_keys(
     responses((status = 200, description = "The key, revoked", body = ApiKeyView)))]
 async fn revoke_key(
     State(state): State<AppState>,
+    _: Operator,
     PathParams(raw_tenant, raw_key): PathParams,
 ) -> Answer<ApiKeyView> {
     let tid = id("id", &raw_tenant, TenantId::parse)?;
