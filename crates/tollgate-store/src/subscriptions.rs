@@ -1,8 +1,8 @@
 //! The local mirror of Stripe's subscriptions, and the grants they make.
 //!
 //! Every write is Stripe's state as read at one moment, numbered before the read
-//! ([`Store::next_sync_seq`]), or as Stripe answered a change, numbered after the answer;
-//! a write carrying an older number than the stored one is dropped. Events can arrive in any order and be applied by several workers at once: the
+//! ([`Store::next_sync_seq`]); a write carrying an older number than the stored one is
+//! dropped. Events can arrive in any order and be applied by several workers at once: the
 //! newest read always wins, so the mirror converges on Stripe's current state.
 
 use sqlx::Row;
@@ -176,8 +176,7 @@ const COLUMNS: &str = "id, tenant_id, customer_id, stripe_subscription_id, strip
 const SEQ_BLOCK: i64 = 1000;
 
 impl Store {
-    /// The next number for a read of Stripe's subscriptions; draw it before the read (and
-    /// after the answer, for the state Stripe answers a change with).
+    /// The next number for a read of Stripe's subscriptions; draw it before the read.
     ///
     /// On PostgreSQL every number is drawn from the database's sequence
     /// `subscription_sync_seq`, so that the reads of all instances are ordered as they

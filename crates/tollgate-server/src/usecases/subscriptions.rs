@@ -142,24 +142,49 @@ async fn store_state(
     Ok(Synced::Mirrored(Box::new(stored)))
 }
 
-/// Stores the state Stripe answered a change with. Its number is drawn once the answer is
-/// in, where a read's is drawn before the read begins: every read numbered higher began
-/// after the change was made and shows it, and every read numbered lower is dropped if it
-/// lands later. So a read that began before the change (a worker applying the event of an
-/// earlier change) never undoes it; only a newer state does.
+/// Stores the state Stripe answered a change with, numbered before the call as a read is
+/// numbered before it begins, so that the read for the change's own event (numbered later)
+/// always has the last word. Then reads the subscription once more: that read began after
+/// Stripe made the change and is numbered above every read that may have begun before it,
+/// so an older state read by a worker at the same time cannot undo the change once it is
+/// answered, and a newer one (another change made meanwhile) wins. Should the read fail,
+/// the answer stands until the change's event is read.
 async fn store_answer(
     state: &AppState,
     tenant: &Tenant,
+    seq: i64,
     s: SubscriptionState,
 ) -> Result<Subscription> {
-    let seq = state.store.next_sync_seq().await?;
+    let stripe_id = s.id.clone();
+    let answered = store_answer_only(state, tenant, seq, s).await?;
+    match sync_subscription(state, tenant, &stripe_id, &[]).await {
+        Ok(Synced::Mirrored(sub)) => Ok(*sub),
+        Ok(Synced::NotOurs) => Err(not_ours()),
+        Err(e) => {
+            tracing::warn!(subscription = %stripe_id, error = %e.message, "reading a subscription after changing it failed; its event brings the state");
+            Ok(answered)
+        }
+    }
+}
+
+/// Stores the state Stripe answered a change with, numbered before the call.
+async fn store_answer_only(
+    state: &AppState,
+    tenant: &Tenant,
+    seq: i64,
+    s: SubscriptionState,
+) -> Result<Subscription> {
     match store_state(state, tenant, seq, s, &[]).await? {
         Synced::Mirrored(sub) => Ok(*sub),
-        Synced::NotOurs => Err(Error::conflict(
-            Code::Conflict,
-            "The subscription no longer belongs to a customer of this tenant.",
-        )),
+        Synced::NotOurs => Err(not_ours()),
     }
+}
+
+fn not_ours() -> Error {
+    Error::conflict(
+        Code::Conflict,
+        "The subscription no longer belongs to a customer of this tenant.",
+    )
 }
 
 /// The tenant's price Stripe knows by this id, if it is one of the tenant's.
@@ -226,12 +251,13 @@ async fn apply_change(
     change: &SubscriptionChange,
     name: &str,
 ) -> Result<Subscription> {
+    let seq = state.store.next_sync_seq().await?;
     let key = format!("tg-{name}-{}-{}", sub.id, sub.synced_seq);
     let answer = state
         .stripe
         .update_subscription(&sub.stripe_subscription_id, change, &key)
         .await?;
-    store_answer(state, tenant, answer).await
+    store_answer(state, tenant, seq, answer).await
 }
 
 fn not_ended(sub: &Subscription) -> Result<()> {
@@ -269,6 +295,7 @@ pub async fn cancel_subscription(
         )
         .await;
     }
+    let seq = state.store.next_sync_seq().await?;
     let answer = state
         .stripe
         .cancel_subscription(
@@ -276,7 +303,7 @@ pub async fn cancel_subscription(
             &format!("tg-cancel-now-{}", sub.id),
         )
         .await?;
-    store_answer(state, tenant, answer).await
+    store_answer(state, tenant, seq, answer).await
 }
 
 /// Takes back a cancellation at period end; or resumes a subscription whose status is
@@ -288,6 +315,7 @@ pub async fn resume_subscription(
 ) -> Result<Subscription> {
     not_ended(sub)?;
     if sub.status == SubscriptionStatus::Paused {
+        let seq = state.store.next_sync_seq().await?;
         let answer = state
             .stripe
             .resume_subscription(
@@ -295,7 +323,7 @@ pub async fn resume_subscription(
                 &format!("tg-resume-{}-{}", sub.id, sub.synced_seq),
             )
             .await?;
-        return store_answer(state, tenant, answer).await;
+        return store_answer(state, tenant, seq, answer).await;
     }
     if !sub.cancel_at_period_end {
         return Err(Error::conflict(
@@ -520,6 +548,7 @@ pub async fn move_to_price(
     price: &StripePriceId,
     idempotency_key: &str,
 ) -> Result<Subscription> {
+    let seq = state.store.next_sync_seq().await?;
     let answer = state
         .stripe
         .update_subscription(
@@ -534,5 +563,7 @@ pub async fn move_to_price(
             idempotency_key,
         )
         .await?;
-    store_answer(state, tenant, answer).await
+    // A migration moves many subscriptions at once and changes nothing before their renewal:
+    // the answer stands, and each one's event brings the rest, without a read of each.
+    store_answer_only(state, tenant, seq, answer).await
 }

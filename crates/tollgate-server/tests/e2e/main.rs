@@ -55,6 +55,7 @@ both_engines!(
     cancel_at_period_end_keeps_access_until_then_and_resume_undoes_it,
     pause_revokes_and_unpause_restores,
     a_change_is_not_undone_by_a_read_that_began_before_it,
+    a_replayed_answer_does_not_undo_a_later_change,
     portal_actions_flow_back_through_webhooks,
     subscription_events_duplicated_and_reordered_converge,
     concurrent_events_at_stripe_latency_converge_for_every_subscription,

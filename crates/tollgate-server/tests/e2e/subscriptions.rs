@@ -445,6 +445,52 @@ pub async fn a_change_is_not_undone_by_a_read_that_began_before_it(engine: Engin
     assert!(t.access(&c, &plan).await, "the events that follow agree");
 }
 
+/// A change whose answer was lost, retried after the subscription changed at Stripe in
+/// another way: Stripe replays the first answer for the same key, and the mirror still
+/// ends on Stripe's state, not on the replayed one.
+pub async fn a_replayed_answer_does_not_undo_a_later_change(engine: Engine) {
+    let Some(t) = spawn(engine).await else { return };
+    let (plan, _) = t.plan("Pro", 1500, "pro_monthly").await;
+    let c = t.subscriber("replayed", None).await;
+    let sub = t
+        .subscribe(&c, json!({ "price": "pro_monthly" }), "4242424242424242")
+        .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    let stripe_id = sub["stripe_subscription_id"].as_str().unwrap().to_owned();
+    // The pause is made at Stripe, but its answer is lost and its event never sent.
+    t.set_faults(Faults {
+        lost_answer_rate: 1.0,
+        drop_rate: 1.0,
+        ..Faults::default()
+    });
+    let (status, _) = t
+        .post(&format!("/v1/subscriptions/{id}/pause"), json!({}))
+        .await;
+    assert_ne!(status, 200);
+    t.settled().await;
+    // Unpaused at Stripe directly, slowly, while the tenant retries the pause with the
+    // same key: Stripe replays "paused".
+    t.set_faults(Faults {
+        latency_ms: 600,
+        ..Faults::default()
+    });
+    let (s, _) = t
+        .sandbox_call(
+            &format!("/v1/subscriptions/{stripe_id}"),
+            Some(&[("pause_collection", "")]),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let _ = t
+        .post(&format!("/v1/subscriptions/{id}/pause"), json!({}))
+        .await;
+    t.set_faults(Faults::default());
+    t.settled().await;
+    assert!(t.stripe_sub(&sub).await["pause_collection"].is_null());
+    t.eventually("the mirror on Stripe's state", || t.access(&c, &plan))
+        .await;
+}
+
 /// What the customer does in the portal reaches Tollgate through Stripe's events.
 pub async fn portal_actions_flow_back_through_webhooks(engine: Engine) {
     let Some(t) = spawn(engine).await else { return };
