@@ -147,16 +147,24 @@ impl Store {
 
     /// Settles a request Stripe carried out: records its refund (once, whoever records
     /// it first: the API or the webhook worker) and marks the request succeeded, in one
-    /// transaction.
+    /// transaction; a request failed for another reason (an overlapping call refused, say)
+    /// whose refund went through is succeeded too. `None` when the worker read first that
+    /// Stripe failed this very refund (it recorded and undid it, and failed the request):
+    /// nothing is counted, and the request stays failed.
     pub async fn complete_refund_request(
         &self,
         tenant: &TenantId,
         request: &RefundRequestId,
         stripe_refund_id: &StripeRefundId,
         amount: Amount,
-    ) -> Result<(Purchase, AccessChanges)> {
+    ) -> Result<Option<(Purchase, AccessChanges)>> {
         let mut tx = self.begin().await?;
         let r = one_request(&mut tx, tenant, request).await?;
+        if r.status == RefundRequestStatus::Failed
+            && r.stripe_refund_id.as_ref() == Some(stripe_refund_id)
+        {
+            return Ok(None);
+        }
         let changes = self
             .record_refund_in(
                 &mut tx,
@@ -167,11 +175,9 @@ impl Store {
                 stripe_refund_id,
             )
             .await?;
-        // A request the worker already failed (Stripe failed its refund before this answer
-        // was recorded) stays failed; the refund was recorded and undone with it.
         db(sqlx::query(
             "UPDATE refund_requests SET status = 'succeeded', stripe_refund_id = $3, failure = NULL, updated_at = $4 \
-             WHERE tenant_id = $1 AND id = $2 AND status <> 'failed'",
+             WHERE tenant_id = $1 AND id = $2",
         )
         .bind(tenant.as_str())
         .bind(request.as_str())
@@ -180,7 +186,10 @@ impl Store {
         .execute(&mut *tx)
         .await)?;
         db(tx.commit().await)?;
-        Ok((self.purchase(tenant, &r.purchase_id).await?, changes))
+        Ok(Some((
+            self.purchase(tenant, &r.purchase_id).await?,
+            changes,
+        )))
     }
 
     /// Marks a request Stripe refused: its amount is free again.

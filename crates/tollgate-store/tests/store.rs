@@ -118,6 +118,7 @@ both_engines!(
     every_connection_commits_to_disk_before_answering,
     a_refund_recorded_from_stripe_settles_the_request_it_carried_out,
     a_refund_stripe_failed_before_its_request_recorded_it_never_counts,
+    a_request_failed_by_one_call_succeeds_when_its_refund_is_recorded,
 );
 
 /// Item: what is acknowledged must be durable. On SQLite every pooled connection runs
@@ -747,10 +748,15 @@ async fn a_refund_stripe_failed_before_its_request_recorded_it_never_counts(stor
         .await
         .unwrap();
     assert_eq!(seen[0].refunded_amount(), amount(0), "{seen:?}");
-    let (after, _) = store
+    let answered = store
         .complete_refund_request(&t, &request.id, &re("re_failed_first"), amount(1000))
         .await
         .unwrap();
+    assert!(
+        answered.is_none(),
+        "the request's answer counts nothing: {answered:?}"
+    );
+    let after = store.purchase(&t, &p.id).await.unwrap();
     assert_eq!(after.refunded_amount(), amount(0), "{after:?}");
     assert_eq!(after.status, PurchaseStatus::Completed);
     let refunds = store.refunds_for_purchase(&t, &p.id).await.unwrap();
@@ -774,6 +780,39 @@ async fn a_refund_stripe_failed_before_its_request_recorded_it_never_counts(stor
         ),
         "nothing is held or refunded: the whole amount may be asked for again"
     );
+}
+
+/// Two calls for one request overlap (two instances' sweeps, or a sweep and a retry): one
+/// is refused and fails the request, the other gets the refund and records it. The request
+/// then says succeeded, so that a retry with its key is not told to ask again (and refund
+/// twice).
+async fn a_request_failed_by_one_call_succeeds_when_its_refund_is_recorded(store: Store) {
+    let (t, _, p) = one_purchase(&store, "overlap", "pi_overlap").await;
+    let Opened::New(request) = store
+        .open_refund_request(&t, &p.id, Some(amount(300)), None, Some("k1"))
+        .await
+        .unwrap()
+    else {
+        panic!("a first request is new")
+    };
+    store
+        .fail_refund_request(&t, &request.id, "Stripe refused an overlapping call")
+        .await
+        .unwrap();
+    let (after, _) = store
+        .complete_refund_request(&t, &request.id, &re("re_overlap"), amount(300))
+        .await
+        .unwrap()
+        .expect("the refund counts");
+    assert_eq!(after.refunded_amount(), amount(300));
+    let Opened::Existing(r) = store
+        .open_refund_request(&t, &p.id, None, None, Some("k1"))
+        .await
+        .unwrap()
+    else {
+        panic!("the same key finds the same request")
+    };
+    assert_eq!(r.status, RefundRequestStatus::Succeeded);
 }
 
 async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store: Store) {

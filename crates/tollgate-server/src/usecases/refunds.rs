@@ -178,10 +178,16 @@ pub async fn carry_out(
             format!("Stripe reports the refund as {}.", refund.status),
         ));
     }
-    let (after, changes) = state
+    let Some((after, changes)) = state
         .store
         .complete_refund_request(t, &request.id, &refund.id, refund.amount)
-        .await?;
+        .await?
+    else {
+        return Err(Error::new(
+            Code::RefundFailed,
+            "Stripe made the refund and then reported it failed; nothing was refunded.",
+        ));
+    };
     state.apply(changes).await;
     tracing::info!(tenant = %t, purchase = %after.id, amount = %refund.amount, refund = %refund.id, "purchase refunded");
     Ok(after)
