@@ -677,6 +677,7 @@ impl Store {
                     }
                     crate::refund_requests::conclude_request_in(
                         &mut tx,
+                        tenant,
                         request,
                         refund_id,
                         Some(crate::refund_requests::FAILED_AT_STRIPE),
@@ -685,7 +686,8 @@ impl Store {
                 }
                 // Stripe gave up on it: what was recorded of it is undone.
                 if reverse_refund(&mut tx, tenant, refund_id).await? {
-                    crate::refund_requests::fail_requests_of_refund(&mut tx, refund_id).await?;
+                    crate::refund_requests::fail_requests_of_refund(&mut tx, tenant, refund_id)
+                        .await?;
                     for slot in purchases.iter_mut() {
                         *slot = self
                             .lock_purchase(&mut tx, tenant, &slot.id.clone())
@@ -696,8 +698,10 @@ impl Store {
                 continue;
             }
             if let Some(request) = &refund.request {
-                crate::refund_requests::conclude_request_in(&mut tx, request, refund_id, None)
-                    .await?;
+                crate::refund_requests::conclude_request_in(
+                    &mut tx, tenant, request, refund_id, None,
+                )
+                .await?;
             }
             if refund_recorded(&mut tx, refund_id).await? {
                 continue;

@@ -306,19 +306,22 @@ async fn one_request(
 /// `failure` when Stripe has failed that refund since (its amount is free again).
 pub(crate) async fn conclude_request_in(
     tx: &mut Tx<'_>,
+    tenant: &TenantId,
     request: &RefundRequestId,
     stripe_refund_id: &str,
     failure: Option<&str>,
 ) -> Result<()> {
+    // The request's id comes from the refund's metadata: only the tenant's own is touched.
     db(sqlx::query(
         "UPDATE refund_requests SET status = $4, stripe_refund_id = $2, failure = $5, updated_at = $3 \
-         WHERE id = $1 AND status = 'pending'",
+         WHERE id = $1 AND tenant_id = $6 AND status = 'pending'",
     )
     .bind(request.as_str())
     .bind(stripe_refund_id)
     .bind(Timestamp::now().secs())
     .bind(if failure.is_some() { "failed" } else { "succeeded" })
     .bind(failure)
+    .bind(tenant.as_str())
     .execute(&mut **tx)
     .await)?;
     Ok(())
@@ -328,14 +331,19 @@ pub(crate) async fn conclude_request_in(
 pub(crate) const FAILED_AT_STRIPE: &str = "the refund failed at Stripe";
 
 /// Marks the requests whose Stripe refund later failed.
-pub(crate) async fn fail_requests_of_refund(tx: &mut Tx<'_>, stripe_refund_id: &str) -> Result<()> {
+pub(crate) async fn fail_requests_of_refund(
+    tx: &mut Tx<'_>,
+    tenant: &TenantId,
+    stripe_refund_id: &str,
+) -> Result<()> {
     db(sqlx::query(
         "UPDATE refund_requests SET status = 'failed', failure = $3, updated_at = $2 \
-         WHERE stripe_refund_id = $1",
+         WHERE stripe_refund_id = $1 AND tenant_id = $4",
     )
     .bind(stripe_refund_id)
     .bind(Timestamp::now().secs())
     .bind(FAILED_AT_STRIPE)
+    .bind(tenant.as_str())
     .execute(&mut **tx)
     .await)?;
     Ok(())

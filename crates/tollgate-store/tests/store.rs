@@ -119,6 +119,7 @@ both_engines!(
     a_refund_recorded_from_stripe_settles_the_request_it_carried_out,
     a_refund_stripe_failed_before_its_request_recorded_it_never_counts,
     a_request_failed_by_one_call_succeeds_when_its_refund_is_recorded,
+    a_refund_naming_another_tenants_request_leaves_it_alone,
 );
 
 /// Item: what is acknowledged must be durable. On SQLite every pooled connection runs
@@ -813,6 +814,48 @@ async fn a_request_failed_by_one_call_succeeds_when_its_refund_is_recorded(store
         panic!("the same key finds the same request")
     };
     assert_eq!(r.status, RefundRequestStatus::Succeeded);
+}
+
+/// A refund's metadata names the request it carried out; the request is settled only if
+/// it is the refunding tenant's own.
+async fn a_refund_naming_another_tenants_request_leaves_it_alone(store: Store) {
+    let (a, _, pa) = one_purchase(&store, "tenant-a", "pi_tenant_a").await;
+    let (b, _, pb) = one_purchase(&store, "tenant-b", "pi_tenant_b").await;
+    let Opened::New(request) = store
+        .open_refund_request(&a, &pa.id, Some(amount(100)), None, Some("k1"))
+        .await
+        .unwrap()
+    else {
+        panic!("a first request is new")
+    };
+    for counts in [true, false] {
+        let (seen, _) = store
+            .record_external_refunds(
+                &b,
+                &pi("pi_tenant_b"),
+                &[StripeRefund {
+                    id: re(&format!("re_other_{counts}")),
+                    amount: amount(100),
+                    purchase: Some(pb.id.clone()),
+                    counts,
+                    request: Some(request.id.clone()),
+                }],
+                &[],
+            )
+            .await
+            .unwrap();
+        // Tenant b's own purchase counts its refund that counts, and only that one.
+        assert_eq!(seen[0].refunded_amount(), amount(100), "{seen:?}");
+    }
+    let Opened::Existing(r) = store
+        .open_refund_request(&a, &pa.id, None, None, Some("k1"))
+        .await
+        .unwrap()
+    else {
+        panic!("the same key finds the same request")
+    };
+    assert_eq!(r.status, RefundRequestStatus::Pending, "{r:?}");
+    assert_eq!(r.stripe_refund_id, None);
 }
 
 async fn refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund(store: Store) {
