@@ -660,15 +660,16 @@ impl Store {
         let mut touched = false;
         for refund in refunds {
             let refund_id = refund.id.as_str();
+            // The purchase the refund names, when it is one of this payment's.
+            let named = refund
+                .purchase
+                .as_ref()
+                .and_then(|id| purchases.iter().position(|p| &p.id == id));
             if !refund.counts {
                 // One of ours that Stripe gave up on before its request recorded Stripe's
                 // first answer ("succeeded") is recorded here and its request failed, so
                 // that the answer, recorded later, finds it and counts it no more.
-                let ours = refund
-                    .purchase
-                    .as_ref()
-                    .and_then(|id| purchases.iter().position(|p| &p.id == id));
-                if let (Some(request), Some(i)) = (&refund.request, ours)
+                if let (Some(request), Some(i)) = (&refund.request, named)
                     && !refund_recorded(&mut tx, refund_id).await?
                 {
                     let amount = refund.amount.min(purchases[i].refundable_amount());
@@ -706,8 +707,7 @@ impl Store {
             if refund_recorded(&mut tx, refund_id).await? {
                 continue;
             }
-            let position = |id: &PurchaseId| purchases.iter().position(|p| &p.id == id);
-            if let Some(i) = refund.purchase.as_ref().and_then(position) {
+            if let Some(i) = named {
                 let amount = refund.amount.min(purchases[i].refundable_amount());
                 if !amount.is_zero() {
                     apply_refund(&mut tx, &purchases[i], amount, None, refund_id).await?;

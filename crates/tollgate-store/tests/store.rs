@@ -368,6 +368,41 @@ async fn one_purchase(
     (t, c, p)
 }
 
+/// A new refund request of `amount` (all that is left when `None`) under `key`.
+async fn new_request(
+    store: &Store,
+    t: &TenantId,
+    purchase: &tollgate_domain::PurchaseId,
+    amount: Option<Amount>,
+    key: &str,
+) -> tollgate_store::RefundRequest {
+    match store
+        .open_refund_request(t, purchase, amount, None, Some(key))
+        .await
+        .unwrap()
+    {
+        Opened::New(r) => r,
+        _ => panic!("a first request is new"),
+    }
+}
+
+/// The request `key` names, asked for again (the same key finds the same request).
+async fn request_by_key(
+    store: &Store,
+    t: &TenantId,
+    purchase: &tollgate_domain::PurchaseId,
+    key: &str,
+) -> tollgate_store::RefundRequest {
+    match store
+        .open_refund_request(t, purchase, None, None, Some(key))
+        .await
+        .unwrap()
+    {
+        Opened::Existing(r) => r,
+        _ => panic!("the same key finds the same request"),
+    }
+}
+
 async fn migrations_apply_twice_without_change(store: Store) {
     store.migrate().await.unwrap();
     assert!(store.ping().await);
@@ -726,13 +761,7 @@ async fn a_refund_recorded_from_stripe_settles_the_request_it_carried_out(store:
 /// the money is the merchant's, the request failed, and the amount is free to refund.
 async fn a_refund_stripe_failed_before_its_request_recorded_it_never_counts(store: Store) {
     let (t, _, p) = one_purchase(&store, "failed-first", "pi_failed_first").await;
-    let Opened::New(request) = store
-        .open_refund_request(&t, &p.id, None, None, Some("k1"))
-        .await
-        .unwrap()
-    else {
-        panic!("a first request is new")
-    };
+    let request = new_request(&store, &t, &p.id, None, "k1").await;
     let (seen, _) = store
         .record_external_refunds(
             &t,
@@ -763,13 +792,7 @@ async fn a_refund_stripe_failed_before_its_request_recorded_it_never_counts(stor
     let refunds = store.refunds_for_purchase(&t, &p.id).await.unwrap();
     assert_eq!(refunds.len(), 1, "{refunds:?}");
     assert!(refunds[0].reversed_at.is_some(), "{refunds:?}");
-    let Opened::Existing(settled) = store
-        .open_refund_request(&t, &p.id, None, None, Some("k1"))
-        .await
-        .unwrap()
-    else {
-        panic!("the same key finds the same request")
-    };
+    let settled = request_by_key(&store, &t, &p.id, "k1").await;
     assert_eq!(settled.status, RefundRequestStatus::Failed);
     assert!(
         matches!(
@@ -789,13 +812,7 @@ async fn a_refund_stripe_failed_before_its_request_recorded_it_never_counts(stor
 /// twice).
 async fn a_request_failed_by_one_call_succeeds_when_its_refund_is_recorded(store: Store) {
     let (t, _, p) = one_purchase(&store, "overlap", "pi_overlap").await;
-    let Opened::New(request) = store
-        .open_refund_request(&t, &p.id, Some(amount(300)), None, Some("k1"))
-        .await
-        .unwrap()
-    else {
-        panic!("a first request is new")
-    };
+    let request = new_request(&store, &t, &p.id, Some(amount(300)), "k1").await;
     store
         .fail_refund_request(&t, &request.id, "Stripe refused an overlapping call")
         .await
@@ -806,13 +823,7 @@ async fn a_request_failed_by_one_call_succeeds_when_its_refund_is_recorded(store
         .unwrap()
         .expect("the refund counts");
     assert_eq!(after.refunded_amount(), amount(300));
-    let Opened::Existing(r) = store
-        .open_refund_request(&t, &p.id, None, None, Some("k1"))
-        .await
-        .unwrap()
-    else {
-        panic!("the same key finds the same request")
-    };
+    let r = request_by_key(&store, &t, &p.id, "k1").await;
     assert_eq!(r.status, RefundRequestStatus::Succeeded);
 }
 
@@ -821,13 +832,7 @@ async fn a_request_failed_by_one_call_succeeds_when_its_refund_is_recorded(store
 async fn a_refund_naming_another_tenants_request_leaves_it_alone(store: Store) {
     let (a, _, pa) = one_purchase(&store, "tenant-a", "pi_tenant_a").await;
     let (b, _, pb) = one_purchase(&store, "tenant-b", "pi_tenant_b").await;
-    let Opened::New(request) = store
-        .open_refund_request(&a, &pa.id, Some(amount(100)), None, Some("k1"))
-        .await
-        .unwrap()
-    else {
-        panic!("a first request is new")
-    };
+    let request = new_request(&store, &a, &pa.id, Some(amount(100)), "k1").await;
     for counts in [true, false] {
         let (seen, _) = store
             .record_external_refunds(
@@ -847,13 +852,7 @@ async fn a_refund_naming_another_tenants_request_leaves_it_alone(store: Store) {
         // Tenant b's own purchase counts its refund that counts, and only that one.
         assert_eq!(seen[0].refunded_amount(), amount(100), "{seen:?}");
     }
-    let Opened::Existing(r) = store
-        .open_refund_request(&a, &pa.id, None, None, Some("k1"))
-        .await
-        .unwrap()
-    else {
-        panic!("the same key finds the same request")
-    };
+    let r = request_by_key(&store, &a, &pa.id, "k1").await;
     assert_eq!(r.status, RefundRequestStatus::Pending, "{r:?}");
     assert_eq!(r.stripe_refund_id, None);
 }

@@ -176,10 +176,7 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Err
     if query.bytes().any(|b| b == b'%' || b == b'+') {
         check_pairs(pairs())?;
     } else {
-        check_pairs(query.split('&').filter(|p| !p.is_empty()).map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (Cow::Borrowed(k), Cow::Borrowed(v))
-        }))?;
+        check_pairs(raw_pairs(query).map(|(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v))))?;
     }
     // Read plainly; only a query that does not fit is read again to name the parameter
     // at fault (tracking the path costs on every read, and a mistake is rare).
@@ -191,6 +188,15 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Err
             },
         )
     })
+}
+
+/// A query's `name=value` pairs as they stand (nothing decoded), empty ones skipped, as
+/// `form_urlencoded` splits them.
+pub(crate) fn raw_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
 /// Refuses a parameter given twice or holding control characters.

@@ -317,8 +317,7 @@ fn check_query(allowed: &HashSet<String>, req: &Request) -> Result<(), Error> {
     let Some(query) = req.uri().query().filter(|q| !q.is_empty()) else {
         return Ok(());
     };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let raw = pair.split_once('=').map_or(pair, |(name, _)| name);
+    for (raw, _) in extract::raw_pairs(query) {
         // Names are plain words; only an encoded one is decoded.
         let name = if raw.bytes().any(|b| b == b'%' || b == b'+') {
             form_urlencoded::parse(raw.as_bytes())

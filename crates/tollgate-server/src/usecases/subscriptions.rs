@@ -142,27 +142,25 @@ async fn store_state(
     Ok(Synced::Mirrored(Box::new(stored)))
 }
 
-/// Stores the state Stripe answered a change with, numbered before the call as a read is
-/// numbered before it begins, so that the read for the change's own event (numbered later)
-/// always has the last word. Then reads the subscription once more: that read began after
-/// Stripe made the change and is numbered above every read that may have begun before it,
-/// so an older state read by a worker at the same time cannot undo the change once it is
-/// answered, and a newer one (another change made meanwhile) wins. Should the read fail,
-/// the answer stands until the change's event is read.
+/// Mirrors a change Stripe answered: reads the subscription once more and stores that.
+/// The read began after Stripe made the change and is numbered above every read that may
+/// have begun before it, so an older state read by a worker at the same time cannot undo
+/// the change once it is answered, and a newer one (another change made meanwhile) wins.
+/// Should the read fail, the answer is stored, numbered before the call as a read is
+/// numbered before it begins, so that the read for the change's own event has the last
+/// word.
 async fn store_answer(
     state: &AppState,
     tenant: &Tenant,
     seq: i64,
     s: SubscriptionState,
 ) -> Result<Subscription> {
-    let stripe_id = s.id.clone();
-    let answered = store_answer_only(state, tenant, seq, s).await?;
-    match sync_subscription(state, tenant, &stripe_id, &[]).await {
+    match sync_subscription(state, tenant, &s.id, &[]).await {
         Ok(Synced::Mirrored(sub)) => Ok(*sub),
         Ok(Synced::NotOurs) => Err(not_ours()),
         Err(e) => {
-            tracing::warn!(subscription = %stripe_id, error = %e.message, "reading a subscription after changing it failed; its event brings the state");
-            Ok(answered)
+            tracing::warn!(subscription = %s.id, error = %e.message, "reading a subscription after changing it failed; storing Stripe's answer, and its event brings the rest");
+            store_answer_only(state, tenant, seq, s).await
         }
     }
 }

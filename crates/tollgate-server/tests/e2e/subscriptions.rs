@@ -89,6 +89,17 @@ impl TestApp {
     }
 
     /// Subscribes through Checkout, paying with `card`; returns the mirrored subscription.
+    /// A "Pro" plan at 1500 a month, and `user` subscribed to it with a card that pays:
+    /// the plan's product, the customer and the subscription.
+    async fn pro_subscriber(&self, user: &str) -> (String, String, Value) {
+        let (plan, _) = self.plan("Pro", 1500, "pro_monthly").await;
+        let c = self.subscriber(user, None).await;
+        let sub = self
+            .subscribe(&c, json!({ "price": "pro_monthly" }), "4242424242424242")
+            .await;
+        (plan, c, sub)
+    }
+
     async fn subscribe(&self, customer: &str, mut body: Value, card: &str) -> Value {
         body["customer"] = customer.into();
         let session = self.checkout(body).await;
@@ -394,11 +405,7 @@ pub async fn cancel_at_period_end_keeps_access_until_then_and_resume_undoes_it(e
 /// Pausing collection revokes access; unpausing restores it.
 pub async fn pause_revokes_and_unpause_restores(engine: Engine) {
     let Some(t) = spawn(engine).await else { return };
-    let (plan, _) = t.plan("Pro", 1500, "pro_monthly").await;
-    let c = t.subscriber("pauser", None).await;
-    let sub = t
-        .subscribe(&c, json!({ "price": "pro_monthly" }), "4242424242424242")
-        .await;
+    let (plan, c, sub) = t.pro_subscriber("pauser").await;
     assert!(t.access(&c, &plan).await);
 
     let paused = t.subscription_call(&sub, "pause", json!({})).await;
@@ -422,11 +429,7 @@ pub async fn pause_revokes_and_unpause_restores(engine: Engine) {
 /// the change, and so shows the state before it, never undoes it.
 pub async fn a_change_is_not_undone_by_a_read_that_began_before_it(engine: Engine) {
     let Some(t) = spawn(engine).await else { return };
-    let (plan, _) = t.plan("Pro", 1500, "pro_monthly").await;
-    let c = t.subscriber("changer", None).await;
-    let sub = t
-        .subscribe(&c, json!({ "price": "pro_monthly" }), "4242424242424242")
-        .await;
+    let (plan, c, sub) = t.pro_subscriber("changer").await;
     // Each request waits 10 to 120 ms before Stripe acts on it: a worker's read of the
     // last change's event often starts after the next change starts and acts before it.
     t.set_faults(Faults {
@@ -450,11 +453,7 @@ pub async fn a_change_is_not_undone_by_a_read_that_began_before_it(engine: Engin
 /// ends on Stripe's state, not on the replayed one.
 pub async fn a_replayed_answer_does_not_undo_a_later_change(engine: Engine) {
     let Some(t) = spawn(engine).await else { return };
-    let (plan, _) = t.plan("Pro", 1500, "pro_monthly").await;
-    let c = t.subscriber("replayed", None).await;
-    let sub = t
-        .subscribe(&c, json!({ "price": "pro_monthly" }), "4242424242424242")
-        .await;
+    let (plan, c, sub) = t.pro_subscriber("replayed").await;
     let id = sub["id"].as_str().unwrap().to_owned();
     let stripe_id = sub["stripe_subscription_id"].as_str().unwrap().to_owned();
     // The pause is made at Stripe, but its answer is lost and its event never sent.
