@@ -156,7 +156,15 @@ async fn store_answer(
     s: SubscriptionState,
 ) -> Result<Subscription> {
     match sync_subscription(state, tenant, &s.id, &[]).await {
-        Ok(Synced::Mirrored(sub)) => Ok(*sub),
+        Ok(Synced::Mirrored(sub)) => {
+            // The read's write is dropped when a worker stored a newer read first, and that
+            // worker may not have refreshed the customer's access yet: the answer shows the
+            // stored state's access, so it is read into the index before answering.
+            state
+                .refresh_customer(tenant.id.clone(), sub.customer_id.clone())
+                .await;
+            Ok(*sub)
+        }
         Ok(Synced::NotOurs) => Err(not_ours()),
         Err(e) => {
             tracing::warn!(subscription = %s.id, error = %e.message, "reading a subscription after changing it failed; storing Stripe's answer, and its event brings the rest");
