@@ -960,10 +960,10 @@ pub async fn a_refund_stripe_fails_later_is_undone(engine: Engine) {
     // or just after (the answer then shows the refund undone). Each is true to Stripe.
     match (status, refunded["status"].as_str()) {
         (200, Some("refunded")) => assert_eq!(refunded["refunded_amount"], 800, "{refunded}"),
-        (200, Some("completed")) => assert!(
-            refunded["refunds"][0]["reversed_at"].is_i64(),
-            "undone already: {refunded}"
-        ),
+        // The refund's record (reversed) is checked on the purchase below.
+        (200, Some("completed")) => {
+            assert_eq!(refunded["refunded_amount"], 0, "undone already: {refunded}")
+        }
         _ => assert_eq!(
             refunded["error"]["code"], "refund_failed",
             "{status}: {refunded}"
