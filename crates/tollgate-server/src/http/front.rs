@@ -148,15 +148,60 @@ fn new_request_id() -> HeaderValue {
     use rand::Rng;
     use std::sync::LazyLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static PROCESS: LazyLock<String> = LazyLock::new(|| {
-        rand::rng()
-            .sample_iter(rand::distr::Alphanumeric)
-            .take(12)
-            .map(char::from)
-            .collect()
+    static PROCESS: LazyLock<[u8; 12]> = LazyLock::new(|| {
+        let mut chars = [0; 12];
+        for (c, drawn) in chars
+            .iter_mut()
+            .zip(rand::rng().sample_iter(rand::distr::Alphanumeric))
+        {
+            *c = drawn;
+        }
+        chars
     });
     static COUNT: AtomicU64 = AtomicU64::new(0);
-    let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::try_from(format!("req_{}{n:012}", *PROCESS))
-        .unwrap_or_else(|_| HeaderValue::from_static("req_unnamed"))
+    request_id(&PROCESS, COUNT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `req_`, `process` and `n` in at least 12 digits. Written into a buffer by hand: on an
+/// access check, `format!` cost more than the whole lookup.
+fn request_id(process: &[u8; 12], n: u64) -> HeaderValue {
+    // 4 + 12 + the 20 digits of u64::MAX.
+    let mut id = [b'0'; 36];
+    id[..4].copy_from_slice(b"req_");
+    id[4..16].copy_from_slice(process);
+    let digits = n.checked_ilog10().map_or(1, |d| d as usize + 1).max(12);
+    let end = 16 + digits;
+    let mut rest = n;
+    for d in id[16..end].iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    HeaderValue::from_bytes(&id[..end]).unwrap_or_else(|_| HeaderValue::from_static("req_unnamed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_carry_the_count_in_at_least_twelve_digits() {
+        let process = *b"AbCdEf012345";
+        let made = |n| request_id(&process, n).to_str().unwrap().to_owned();
+        assert_eq!(made(0), "req_AbCdEf012345000000000000");
+        assert_eq!(made(42), "req_AbCdEf012345000000000042");
+        assert_eq!(made(999_999_999_999), "req_AbCdEf012345999999999999");
+        assert_eq!(made(1_000_000_000_000), "req_AbCdEf0123451000000000000");
+        assert_eq!(made(u64::MAX), format!("req_AbCdEf012345{}", u64::MAX));
+    }
+
+    #[test]
+    fn made_request_ids_differ_and_are_printable() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let id = id.to_str().unwrap();
+            assert!(id.starts_with("req_") && id.len() == 28, "{id}");
+            assert!(id[4..].bytes().all(|c| c.is_ascii_alphanumeric()), "{id}");
+        }
+    }
 }
