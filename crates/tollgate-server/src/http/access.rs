@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Answer, Json, Query, TenantExt, id};
+use super::{Answer, Json, Query, TenantExt};
 use crate::access::AccessAnswer;
 use crate::error::{Code, Error, Result};
 use crate::state::AppState;
@@ -52,10 +52,12 @@ async fn answer(
         Some(i) => format!("checks[{i}][{p}]"),
         None => p.to_owned(),
     };
-    let customer = id(&param("customer"), &c.customer, CustomerId::parse)?;
+    // The parameter's name is only made for an error: this runs on every check.
+    let customer =
+        CustomerId::parse(&c.customer).map_err(|e| Error::bad_id(&param("customer"), e))?;
     let (target, product) = match (&c.product, &c.feature) {
         (Some(p), None) => {
-            let pid = id(&param("product"), p, ProductId::parse)?;
+            let pid = ProductId::parse(p).map_err(|e| Error::bad_id(&param("product"), e))?;
             (GrantTarget::Product(pid.clone()), Some(pid))
         }
         (None, Some(f)) => {

@@ -66,6 +66,35 @@ pub async fn a_paid_checkout_becomes_a_purchase_with_its_split_and_grants_access
         (a["source"].as_str(), a["purchase_id"].as_str()),
         (Some("purchase"), p["id"].as_str())
     );
+    // A malformed id is named by its parameter, alone or in its place in a batch.
+    let (status, err) = t
+        .get(&format!("/v1/access?customer=cus_nope&product={product}"))
+        .await;
+    assert_eq!(
+        (
+            status,
+            err["error"]["code"].as_str(),
+            err["error"]["param"].as_str()
+        ),
+        (400, Some("invalid_id"), Some("customer"))
+    );
+    let (status, err) = t
+        .post(
+            "/v1/access/batch",
+            json!({ "checks": [
+                { "customer": customer, "product": product },
+                { "customer": customer, "product": "prod_nope" },
+            ] }),
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            err["error"]["code"].as_str(),
+            err["error"]["param"].as_str()
+        ),
+        (400, Some("invalid_id"), Some("checks[1][product]"))
+    );
     // Buying it again is refused.
     let (status, err) = t
         .post(
