@@ -356,33 +356,43 @@ impl Store {
         Ok((self.purchases_for_order(tenant, order_id).await?, changes))
     }
 
-    /// Purchases recorded for a duplicate payment and not refunded yet.
+    /// Purchases recorded for a duplicate payment and owed their refund: not refunded yet,
+    /// and no refund of theirs failed at Stripe. A refund fails when the card can take no
+    /// refund (closed, lost); asking again fails again, so such a duplicate is left to the
+    /// platform (its purchase shows the failed refund, reversed).
     pub async fn unrefunded_duplicates(
         &self,
         tenant: &TenantId,
         order: &OrderId,
     ) -> Result<Vec<Purchase>> {
-        Ok(self
-            .purchases_for_order(tenant, order)
-            .await?
-            .into_iter()
-            .filter(|p| {
-                p.status == PurchaseStatus::Failed
-                    && p.refund_reason == Some(RefundReason::DuplicatePurchase)
-                    && !p.refundable_amount().is_zero()
-            })
-            .collect())
+        let mut owed = Vec::new();
+        for p in self.purchases_for_order(tenant, order).await? {
+            if p.status == PurchaseStatus::Failed
+                && p.refund_reason == Some(RefundReason::DuplicatePurchase)
+                && !p.refundable_amount().is_zero()
+                && !self
+                    .refunds_for_purchase(tenant, &p.id)
+                    .await?
+                    .iter()
+                    .any(|r| r.reversed_at.is_some())
+            {
+                owed.push(p);
+            }
+        }
+        Ok(owed)
     }
 
-    /// Orders holding a duplicate payment not refunded yet (for the sweep that retries
-    /// those refunds), at most `limit`.
+    /// Orders holding a duplicate payment owed its refund (as
+    /// [`Store::unrefunded_duplicates`] counts them), for the sweep that retries those
+    /// refunds; at most `limit`.
     pub async fn orders_with_unrefunded_duplicates(
         &self,
         limit: i64,
     ) -> Result<Vec<(TenantId, OrderId)>> {
         let rows = db(sqlx::query(
-            "SELECT DISTINCT tenant_id, order_id FROM purchases WHERE status = $1 AND refund_reason = $2 \
-             AND refunded_amount < amount LIMIT $3",
+            "SELECT DISTINCT p.tenant_id, p.order_id FROM purchases p WHERE p.status = $1 AND p.refund_reason = $2 \
+             AND p.refunded_amount < p.amount AND NOT EXISTS \
+             (SELECT 1 FROM refunds r WHERE r.purchase_id = p.id AND r.reversed_at IS NOT NULL) LIMIT $3",
         )
         .bind(PurchaseStatus::Failed.as_str())
         .bind(RefundReason::DuplicatePurchase.as_str())
@@ -1072,12 +1082,13 @@ async fn reverse_refund(
     for r in &rows {
         let purchase = db(id_col(r, "purchase_id", PurchaseId::from_db))?;
         let amount: i64 = db(r.try_get("amount"))?;
-        // Back to what it was before: owned if anything is left unrefunded, a duplicate
-        // payment stays failed.
+        // Back to what it was before: owned if anything is left unrefunded. A duplicate
+        // payment (marked so from the start) is failed again, even when this refund had
+        // taken all of it: it is owed its refund once more, and the sweep finds it.
         db(sqlx::query(
             "UPDATE purchases SET refunded_amount = refunded_amount - $3, refunded_platform_fee = refunded_platform_fee - $4, \
              refunded_organization_fee = refunded_organization_fee - $5, refunded_creator_payout = refunded_creator_payout - $6, \
-             status = CASE WHEN status = 'failed' THEN 'failed' \
+             status = CASE WHEN status = 'failed' OR refund_reason = $8 THEN 'failed' \
                            WHEN refunded_amount - $3 = 0 THEN 'completed' ELSE 'partially_refunded' END, \
              updated_at = $7 WHERE tenant_id = $1 AND id = $2",
         )
@@ -1088,6 +1099,7 @@ async fn reverse_refund(
         .bind(db(r.try_get::<i64, _>("organization_fee"))?)
         .bind(db(r.try_get::<i64, _>("creator_payout"))?)
         .bind(now)
+        .bind(RefundReason::DuplicatePurchase.as_str())
         .execute(&mut **tx)
         .await)?;
         db(

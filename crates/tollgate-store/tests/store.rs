@@ -18,9 +18,9 @@ use tollgate_domain::{
     StripeSubscriptionItemId, TenantId, Timestamp,
 };
 use tollgate_store::{
-    AccessChanges, Constraint, Engine, IDEMPOTENCY_RETENTION, IdempotencyOutcome, NewInboxEvent,
-    NewOrder, NewOrderItem, NewPrice, NewProduct, NewPurchase, NewTenant, NewUsage, Opened,
-    ProductUpdate, Store, StoreError, StripeRefund, SubscriptionRecord,
+    AccessChanges, Constraint, Engine, GrantSource, IDEMPOTENCY_RETENTION, IdempotencyOutcome,
+    NewInboxEvent, NewOrder, NewOrderItem, NewPrice, NewProduct, NewPurchase, NewTenant, NewUsage,
+    Opened, ProductUpdate, Store, StoreError, StripeRefund, SubscriptionRecord,
 };
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -120,6 +120,7 @@ both_engines!(
     a_refund_stripe_failed_before_its_request_recorded_it_never_counts,
     a_request_failed_by_one_call_succeeds_when_its_refund_is_recorded,
     a_refund_naming_another_tenants_request_leaves_it_alone,
+    a_duplicate_payment_whose_refund_fails_is_failed_again_and_not_asked_again,
 );
 
 /// Item: what is acknowledged must be durable. On SQLite every pooled connection runs
@@ -2192,4 +2193,80 @@ async fn a_check_violation_or_a_nul_byte_is_refused_not_a_database_error(store: 
         2 + stored,
         "nothing refused was written"
     );
+}
+
+/// A second payment for a product the customer owns is refunded, and Stripe fails that
+/// refund. The duplicate goes back to a failed purchase with nothing refunded, not a
+/// purchase that grants access, and the sweep does not ask Stripe again: a refund fails
+/// when the card can take none, and would fail again.
+async fn a_duplicate_payment_whose_refund_fails_is_failed_again_and_not_asked_again(store: Store) {
+    let t = tenant(&store, (0, 0)).await;
+    let (c, _) = store
+        .get_or_create_customer(&t, "dup-refund-fails", None, None)
+        .await
+        .unwrap();
+    let (course, price) = product(&store, &t, 1000, None).await;
+    let pay = |payment: &'static str| {
+        paid_order(
+            &store,
+            &t,
+            &c,
+            vec![item(&course, &price, 1)],
+            payment,
+            FeeSchedule::default(),
+        )
+    };
+    let first = pay("pi_dup_first").await.remove(0);
+    let second = pay("pi_dup_second").await.remove(0);
+    assert_eq!(second.status, PurchaseStatus::Failed);
+    let (refunded, _) = store
+        .record_refund(
+            &t,
+            &second.id,
+            amount(1000),
+            Some(RefundReason::DuplicatePurchase),
+            &re("re_dup_fails"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refunded.status, PurchaseStatus::Refunded);
+    store
+        .record_external_refunds(
+            &t,
+            &pi("pi_dup_second"),
+            &[StripeRefund {
+                id: re("re_dup_fails"),
+                amount: amount(1000),
+                purchase: Some(second.id.clone()),
+                counts: false,
+                request: None,
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    let after = store.purchase(&t, &second.id).await.unwrap();
+    assert_eq!(
+        (after.status, after.refunded_amount()),
+        (PurchaseStatus::Failed, amount(0)),
+        "{after:?}"
+    );
+    assert!(
+        store
+            .unrefunded_duplicates(&t, &second.order_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .orders_with_unrefunded_duplicates(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let grants = store.grants_for_customer(&t, &c.id).await.unwrap();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!(grants[0].source, GrantSource::Purchase(first.id.clone()));
 }
