@@ -2231,7 +2231,7 @@ async fn a_duplicate_payment_whose_refund_fails_is_failed_again_and_not_asked_ag
         .await
         .unwrap();
     assert_eq!(refunded.status, PurchaseStatus::Refunded);
-    store
+    let (_, changes) = store
         .record_external_refunds(
             &t,
             &pi("pi_dup_second"),
@@ -2246,6 +2246,7 @@ async fn a_duplicate_payment_whose_refund_fails_is_failed_again_and_not_asked_ag
         )
         .await
         .unwrap();
+    assert_eq!(changes, AccessChanges::one(&t, &c.id));
     let after = store.purchase(&t, &second.id).await.unwrap();
     assert_eq!(
         (after.status, after.refunded_amount()),
