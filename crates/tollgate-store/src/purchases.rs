@@ -668,6 +668,7 @@ impl Store {
             .map(|r| db(Purchase::from_row(r)))
             .collect::<Result<Vec<_>>>()?;
         let mut touched = false;
+        let mut undone = Vec::new();
         for refund in refunds {
             let refund_id = refund.id.as_str();
             // The purchase the refund names, when it is one of this payment's.
@@ -697,6 +698,7 @@ impl Store {
                 }
                 // Stripe gave up on it: what was recorded of it is undone.
                 if reverse_refund(&mut tx, tenant, refund_id).await? {
+                    undone.push(refund_id);
                     crate::refund_requests::fail_requests_of_refund(&mut tx, tenant, refund_id)
                         .await?;
                     for slot in purchases.iter_mut() {
@@ -767,6 +769,11 @@ impl Store {
         }
         self.mark_in(&mut tx, marks, InboxStatus::Processed).await?;
         db(tx.commit().await)?;
+        for refund in undone {
+            // Said once: a refund is undone once. The money stayed with the platform, and
+            // the customer may be owed it by other means (a refund to a closed card fails).
+            tracing::warn!(tenant = %tenant, payment_intent = %payment_intent, refund, "Stripe failed a refund that was recorded; it is undone");
+        }
         Ok((
             self.purchases_for_payment_intent(tenant, payment_intent)
                 .await?,
