@@ -981,6 +981,62 @@ pub async fn a_refund_stripe_fails_later_is_undone(engine: Engine) {
         .await;
 }
 
+/// A second payment for a product the customer owns is refunded on its own, and Stripe
+/// fails that refund (4000 0000 0000 5126). The duplicate goes back to `failed` with
+/// nothing refunded (it grants nothing), its event is not dead-lettered, and a redelivered
+/// completion does not ask Stripe for another refund.
+pub async fn a_duplicate_payments_failed_refund_is_undone_and_not_asked_again(engine: Engine) {
+    let Some(t) = spawn(engine).await else { return };
+    let product = t.product("course", 1200, None).await;
+    let customer = t.customer("dup-refund-fails").await;
+    let first = t
+        .checkout(json!({ "customer": customer, "product": product }))
+        .await;
+    let second = t
+        .checkout(json!({ "customer": customer, "product": product }))
+        .await;
+    assert_eq!(t.pay(&first, CARD).await, 303);
+    assert_eq!(t.pay(&second, "4000000000005126").await, 303);
+    let duplicate = || async {
+        t.purchases(&format!("customer={customer}"))
+            .await
+            .into_iter()
+            .find(|p| p["refund_reason"] == "duplicate_purchase")
+    };
+    t.eventually("the duplicate's refund undone", || async {
+        match duplicate().await {
+            Some(d) => {
+                purchase(&t, d["id"].as_str().unwrap()).await["refunds"][0]["reversed_at"].is_i64()
+            }
+            None => false,
+        }
+    })
+    .await;
+    t.drained().await;
+    let d = purchase(&t, duplicate().await.unwrap()["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (d["status"].as_str(), d["refunded_amount"].as_i64()),
+        (Some("failed"), Some(0)),
+        "{d}"
+    );
+    let (_, dead) = t.get("/v1/events?status=dead").await;
+    assert!(
+        dead["data"].as_array().unwrap().is_empty(),
+        "nothing dead-lettered: {dead}"
+    );
+    assert!(
+        t.access(&customer, &product).await,
+        "the first purchase stands"
+    );
+    // The order's completion arriving again finds nothing owed a refund.
+    t.resend_all("checkout.session.completed").await;
+    t.deliveries_settled().await;
+    t.drained().await;
+    let refunds = stripe_refunds(&t, &d).await;
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert_eq!(refunds[0]["status"], "failed");
+}
+
 /// Item 16: every refund of a payment counts, past Stripe's first page.
 pub async fn more_than_a_page_of_refunds_all_count(engine: Engine) {
     let Some(t) = spawn(engine).await else { return };
