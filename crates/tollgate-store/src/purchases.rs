@@ -677,24 +677,28 @@ impl Store {
                 .as_ref()
                 .and_then(|id| purchases.iter().position(|p| &p.id == id));
             if !refund.counts {
-                // One of ours that Stripe gave up on before its request recorded Stripe's
-                // first answer ("succeeded") is recorded here and its request failed, so
-                // that the answer, recorded later, finds it and counts it no more.
-                if let (Some(request), Some(i)) = (&refund.request, named)
+                // One of ours (it names its purchase) that Stripe gave up on before its
+                // caller recorded Stripe's first answer ("succeeded") is recorded here, to
+                // be undone just below, and its request, if any, failed: the answer,
+                // recorded later, finds it and counts it no more. (A duplicate payment's
+                // refund has no request, and no other event might come to undo it.)
+                if let Some(i) = named
                     && !refund_recorded(&mut tx, refund_id).await?
                 {
                     let amount = refund.amount.min(purchases[i].refundable_amount());
                     if !amount.is_zero() {
                         apply_refund(&mut tx, &purchases[i], amount, None, refund_id).await?;
                     }
-                    crate::refund_requests::conclude_request_in(
-                        &mut tx,
-                        tenant,
-                        request,
-                        refund_id,
-                        Some(crate::refund_requests::FAILED_AT_STRIPE),
-                    )
-                    .await?;
+                    if let Some(request) = &refund.request {
+                        crate::refund_requests::conclude_request_in(
+                            &mut tx,
+                            tenant,
+                            request,
+                            refund_id,
+                            Some(crate::refund_requests::FAILED_AT_STRIPE),
+                        )
+                        .await?;
+                    }
                 }
                 // Stripe gave up on it: what was recorded of it is undone.
                 if reverse_refund(&mut tx, tenant, refund_id).await? {

@@ -121,6 +121,7 @@ both_engines!(
     a_request_failed_by_one_call_succeeds_when_its_refund_is_recorded,
     a_refund_naming_another_tenants_request_leaves_it_alone,
     a_duplicate_payment_whose_refund_fails_is_failed_again_and_not_asked_again,
+    a_duplicate_payments_refund_failed_before_it_was_recorded_never_counts,
 );
 
 /// Item: what is acknowledged must be durable. On SQLite every pooled connection runs
@@ -2270,4 +2271,65 @@ async fn a_duplicate_payment_whose_refund_fails_is_failed_again_and_not_asked_ag
     let grants = store.grants_for_customer(&t, &c.id).await.unwrap();
     assert_eq!(grants.len(), 1, "{grants:?}");
     assert_eq!(grants[0].source, GrantSource::Purchase(first.id.clone()));
+}
+
+/// Tollgate refunds a duplicate payment, and the worker reads Stripe's failure of that
+/// refund before the refund's answer is recorded. The refund is recorded and undone then,
+/// so the answer, recorded later, counts it no more: no other event would come to undo it.
+async fn a_duplicate_payments_refund_failed_before_it_was_recorded_never_counts(store: Store) {
+    let t = tenant(&store, (0, 0)).await;
+    let (c, _) = store
+        .get_or_create_customer(&t, "dup-failed-first", None, None)
+        .await
+        .unwrap();
+    let (course, price) = product(&store, &t, 1000, None).await;
+    for payment in ["pi_dff_first", "pi_dff_second"] {
+        paid_order(
+            &store,
+            &t,
+            &c,
+            vec![item(&course, &price, 1)],
+            payment,
+            FeeSchedule::default(),
+        )
+        .await;
+    }
+    let second = store
+        .purchases_for_payment_intent(&t, &pi("pi_dff_second"))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.status, PurchaseStatus::Failed);
+    let failed = StripeRefund {
+        id: re("re_dff"),
+        amount: amount(1000),
+        purchase: Some(second.id.clone()),
+        counts: false,
+        request: None,
+    };
+    let (seen, _) = store
+        .record_external_refunds(&t, &pi("pi_dff_second"), &[failed], &[])
+        .await
+        .unwrap();
+    assert_eq!(seen[0].refunded_amount(), amount(0), "{seen:?}");
+    // The caller's answer ("succeeded"), recorded afterwards.
+    let (after, _) = store
+        .record_refund(
+            &t,
+            &second.id,
+            amount(1000),
+            Some(RefundReason::DuplicatePurchase),
+            &re("re_dff"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (after.status, after.refunded_amount()),
+        (PurchaseStatus::Failed, amount(0)),
+        "{after:?}"
+    );
+    let refunds = store.refunds_for_purchase(&t, &second.id).await.unwrap();
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert!(refunds[0].reversed_at.is_some(), "{refunds:?}");
 }
