@@ -356,44 +356,36 @@ impl Store {
         Ok((self.purchases_for_order(tenant, order_id).await?, changes))
     }
 
-    /// Purchases recorded for a duplicate payment and owed their refund: not refunded yet,
-    /// and no refund of theirs failed at Stripe. A refund fails when the card can take no
-    /// refund (closed, lost); asking again fails again, so such a duplicate is left to the
-    /// platform (its purchase shows the failed refund, reversed).
+    /// Purchases recorded for a duplicate payment and owed their refund (see
+    /// [`OWED_DUPLICATE`]), in the order they were recorded.
     pub async fn unrefunded_duplicates(
         &self,
         tenant: &TenantId,
         order: &OrderId,
     ) -> Result<Vec<Purchase>> {
-        let mut owed = Vec::new();
-        for p in self.purchases_for_order(tenant, order).await? {
-            if p.status == PurchaseStatus::Failed
-                && p.refund_reason == Some(RefundReason::DuplicatePurchase)
-                && !p.refundable_amount().is_zero()
-                && !self
-                    .refunds_for_purchase(tenant, &p.id)
-                    .await?
-                    .iter()
-                    .any(|r| r.reversed_at.is_some())
-            {
-                owed.push(p);
-            }
-        }
-        Ok(owed)
+        let rows = db(sqlx::query(&format!(
+            "SELECT p.{} FROM purchases p WHERE p.tenant_id = $3 AND p.order_id = $4 AND {OWED_DUPLICATE} \
+             ORDER BY p.created_at, p.id",
+            COLUMNS.replace(", ", ", p.")
+        ))
+        .bind(PurchaseStatus::Failed.as_str())
+        .bind(RefundReason::DuplicatePurchase.as_str())
+        .bind(tenant.as_str())
+        .bind(order.as_str())
+        .fetch_all(&self.pool)
+        .await)?;
+        rows.iter().map(|r| db(Purchase::from_row(r))).collect()
     }
 
-    /// Orders holding a duplicate payment owed its refund (as
-    /// [`Store::unrefunded_duplicates`] counts them), for the sweep that retries those
-    /// refunds; at most `limit`.
+    /// Orders holding a duplicate payment owed its refund (see [`OWED_DUPLICATE`]), for
+    /// the sweep that retries those refunds; at most `limit`.
     pub async fn orders_with_unrefunded_duplicates(
         &self,
         limit: i64,
     ) -> Result<Vec<(TenantId, OrderId)>> {
-        let rows = db(sqlx::query(
-            "SELECT DISTINCT p.tenant_id, p.order_id FROM purchases p WHERE p.status = $1 AND p.refund_reason = $2 \
-             AND p.refunded_amount < p.amount AND NOT EXISTS \
-             (SELECT 1 FROM refunds r WHERE r.purchase_id = p.id AND r.reversed_at IS NOT NULL) LIMIT $3",
-        )
+        let rows = db(sqlx::query(&format!(
+            "SELECT DISTINCT p.tenant_id, p.order_id FROM purchases p WHERE {OWED_DUPLICATE} LIMIT $3"
+        ))
         .bind(PurchaseStatus::Failed.as_str())
         .bind(RefundReason::DuplicatePurchase.as_str())
         .bind(limit)
@@ -1059,6 +1051,13 @@ impl Store {
             .collect()
     }
 }
+
+/// A purchase `p` recorded for a duplicate payment and owed its refund (`$1` failed, `$2`
+/// duplicate_purchase): not all refunded, and no refund of it failed at Stripe. A refund
+/// fails when the card can take none (closed, lost); asking again would fail again, so
+/// such a duplicate is left to the platform (its purchase shows the refund, reversed).
+const OWED_DUPLICATE: &str = "p.status = $1 AND p.refund_reason = $2 AND p.refunded_amount < p.amount \
+     AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.purchase_id = p.id AND r.reversed_at IS NOT NULL)";
 
 /// True when a Stripe refund id is recorded already (call with the purchase locked).
 pub(crate) async fn refund_recorded(tx: &mut Tx<'_>, stripe_refund_id: &str) -> Result<bool> {
