@@ -370,6 +370,41 @@ async fn one_purchase(
     (t, c, p)
 }
 
+/// A tenant, a customer and a product of 1,000 paid twice: by `<payment>_first`, then by
+/// `<payment>_second` (the duplicate). Answers both purchases.
+async fn paid_twice(
+    store: &Store,
+    who: &str,
+    payment: &str,
+) -> (
+    TenantId,
+    tollgate_store::Customer,
+    tollgate_store::Purchase,
+    tollgate_store::Purchase,
+) {
+    let t = tenant(store, (0, 0)).await;
+    let (c, _) = store
+        .get_or_create_customer(&t, who, None, None)
+        .await
+        .unwrap();
+    let (course, price) = product(store, &t, 1000, None).await;
+    let mut paid = Vec::new();
+    for n in ["first", "second"] {
+        let mut p = paid_order(
+            store,
+            &t,
+            &c,
+            vec![item(&course, &price, 1)],
+            &format!("{payment}_{n}"),
+            FeeSchedule::default(),
+        )
+        .await;
+        paid.push(p.remove(0));
+    }
+    let second = paid.pop().unwrap();
+    (t, c, paid.pop().unwrap(), second)
+}
+
 /// A new refund request of `amount` (all that is left when `None`) under `key`.
 async fn new_request(
     store: &Store,
@@ -2201,24 +2236,7 @@ async fn a_check_violation_or_a_nul_byte_is_refused_not_a_database_error(store: 
 /// purchase that grants access, and the sweep does not ask Stripe again: a refund fails
 /// when the card can take none, and would fail again.
 async fn a_duplicate_payment_whose_refund_fails_is_failed_again_and_not_asked_again(store: Store) {
-    let t = tenant(&store, (0, 0)).await;
-    let (c, _) = store
-        .get_or_create_customer(&t, "dup-refund-fails", None, None)
-        .await
-        .unwrap();
-    let (course, price) = product(&store, &t, 1000, None).await;
-    let pay = |payment: &'static str| {
-        paid_order(
-            &store,
-            &t,
-            &c,
-            vec![item(&course, &price, 1)],
-            payment,
-            FeeSchedule::default(),
-        )
-    };
-    let first = pay("pi_dup_first").await.remove(0);
-    let second = pay("pi_dup_second").await.remove(0);
+    let (t, c, first, second) = paid_twice(&store, "dup-refund-fails", "pi_dup").await;
     assert_eq!(second.status, PurchaseStatus::Failed);
     let (refunded, _) = store
         .record_refund(
@@ -2277,28 +2295,7 @@ async fn a_duplicate_payment_whose_refund_fails_is_failed_again_and_not_asked_ag
 /// refund before the refund's answer is recorded. The refund is recorded and undone then,
 /// so the answer, recorded later, counts it no more: no other event would come to undo it.
 async fn a_duplicate_payments_refund_failed_before_it_was_recorded_never_counts(store: Store) {
-    let t = tenant(&store, (0, 0)).await;
-    let (c, _) = store
-        .get_or_create_customer(&t, "dup-failed-first", None, None)
-        .await
-        .unwrap();
-    let (course, price) = product(&store, &t, 1000, None).await;
-    for payment in ["pi_dff_first", "pi_dff_second"] {
-        paid_order(
-            &store,
-            &t,
-            &c,
-            vec![item(&course, &price, 1)],
-            payment,
-            FeeSchedule::default(),
-        )
-        .await;
-    }
-    let second = store
-        .purchases_for_payment_intent(&t, &pi("pi_dff_second"))
-        .await
-        .unwrap()
-        .remove(0);
+    let (t, _, _, second) = paid_twice(&store, "dup-failed-first", "pi_dff").await;
     assert_eq!(second.status, PurchaseStatus::Failed);
     let failed = StripeRefund {
         id: re("re_dff"),
