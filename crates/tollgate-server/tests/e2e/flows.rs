@@ -18,6 +18,19 @@ pub async fn paid(t: &TestApp, customer: &str, product: &str) -> serde_json::Val
     s
 }
 
+/// Two tabs: two checkouts of one product open before either is paid, then both paid,
+/// the second with `second_card`.
+pub async fn paid_in_two_tabs(t: &TestApp, customer: &str, product: &str, second_card: &str) {
+    let first = t
+        .checkout(json!({ "customer": customer, "product": product }))
+        .await;
+    let second = t
+        .checkout(json!({ "customer": customer, "product": product }))
+        .await;
+    assert_eq!(t.pay(&first, CARD).await, 303);
+    assert_eq!(t.pay(&second, second_card).await, 303);
+}
+
 pub async fn a_paid_checkout_becomes_a_purchase_with_its_split_and_grants_access(engine: Engine) {
     let Some(t) = spawn(engine).await else { return };
     let product = t.product("course", 999, None).await;
@@ -350,15 +363,7 @@ pub async fn two_paid_checkouts_of_one_product_keep_one_purchase_and_refund_the_
     let Some(t) = spawn(engine).await else { return };
     let product = t.product("course", 1200, None).await;
     let customer = t.customer("ty").await;
-    // Two tabs: both checkouts open before either is paid.
-    let first = t
-        .checkout(json!({ "customer": customer, "product": product }))
-        .await;
-    let second = t
-        .checkout(json!({ "customer": customer, "product": product }))
-        .await;
-    assert_eq!(t.pay(&first, CARD).await, 303);
-    assert_eq!(t.pay(&second, CARD).await, 303);
+    paid_in_two_tabs(&t, &customer, &product, CARD).await;
     t.eventually("the second payment refunded", || async {
         let list = t.purchases(&format!("customer={customer}")).await;
         list.len() == 2 && list.iter().any(|p| p["status"] == "refunded")

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use stripe_sandbox::Faults;
 
-use crate::flows::{CARD, paid};
+use crate::flows::{CARD, paid, paid_in_two_tabs};
 use crate::support::{ADMIN_KEY, Engine, TestApp, spawn};
 
 /// One purchase of `product` by `customer` paid with `card`; answers the purchase.
@@ -989,14 +989,7 @@ pub async fn a_duplicate_payments_failed_refund_is_undone_and_not_asked_again(en
     let Some(t) = spawn(engine).await else { return };
     let product = t.product("course", 1200, None).await;
     let customer = t.customer("dup-refund-fails").await;
-    let first = t
-        .checkout(json!({ "customer": customer, "product": product }))
-        .await;
-    let second = t
-        .checkout(json!({ "customer": customer, "product": product }))
-        .await;
-    assert_eq!(t.pay(&first, CARD).await, 303);
-    assert_eq!(t.pay(&second, "4000000000005126").await, 303);
+    paid_in_two_tabs(&t, &customer, &product, "4000000000005126").await;
     let duplicate = || async {
         t.purchases(&format!("customer={customer}"))
             .await
