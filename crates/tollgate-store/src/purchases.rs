@@ -1094,7 +1094,7 @@ async fn reverse_refund(
         let amount: i64 = db(r.try_get("amount"))?;
         // Back to what it was before: owned if anything is left unrefunded. A duplicate
         // payment (marked so from the start) is failed again, even when this refund had
-        // taken all of it: it is owed its refund once more, and the sweep finds it.
+        // taken all of it: it never grants access (see OWED_DUPLICATE for its refund).
         db(sqlx::query(
             "UPDATE purchases SET refunded_amount = refunded_amount - $3, refunded_platform_fee = refunded_platform_fee - $4, \
              refunded_organization_fee = refunded_organization_fee - $5, refunded_creator_payout = refunded_creator_payout - $6, \
