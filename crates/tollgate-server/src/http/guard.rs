@@ -9,7 +9,7 @@
 //! allocation of the guard's own. Only a POST, a key not cached yet and a refusal take
 //! the boxed path.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -313,7 +313,7 @@ impl Door {
 /// naming it, on every operation (those without a query string too): a typo such as
 /// `?customer_id=` must not silently widen a list to every record. Checked before the
 /// key, as it says what is wrong with the request whoever sends it.
-fn check_query(allowed: &HashSet<String>, req: &Request) -> Result<(), Error> {
+fn check_query(allowed: &[String], req: &Request) -> Result<(), Error> {
     let Some(query) = req.uri().query().filter(|q| !q.is_empty()) else {
         return Ok(());
     };
@@ -327,7 +327,7 @@ fn check_query(allowed: &HashSet<String>, req: &Request) -> Result<(), Error> {
         } else {
             std::borrow::Cow::Borrowed(raw)
         };
-        if !allowed.contains(name.as_ref()) {
+        if !allowed.iter().any(|a| *a == name) {
             let name: String = name.chars().filter(|c| !c.is_control()).take(100).collect();
             return Err(Error::invalid(
                 &name,
@@ -343,7 +343,8 @@ fn check_query(allowed: &HashSet<String>, req: &Request) -> Result<(), Error> {
 pub(crate) struct Operation {
     method: Method,
     key: Key,
-    query: HashSet<String>,
+    /// The query parameters it declares: a handful, found faster by a scan than by hashing.
+    query: Vec<String>,
 }
 
 /// The operations of the routes the guard stands in front of, by route template.
