@@ -5,8 +5,6 @@
 //! The body and the query are deserialized through `serde_path_to_error`, so a wrong type
 //! deep in a body answers with its path (`items[2].quantity`) as `param`.
 
-use std::borrow::Cow;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -169,14 +167,26 @@ where
 
 /// Parses a query string into `T`, naming the parameter at fault.
 pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Error> {
-    // Most queries hold nothing encoded: their pairs are checked as they stand, and only
-    // serde decodes (finding nothing to decode). One with an escape or a `+` is decoded
-    // for the check too.
     let pairs = || form_urlencoded::parse(query.as_bytes());
-    if query.bytes().any(|b| b == b'%' || b == b'+') {
-        check_pairs(pairs())?;
+    // Most queries are printable ASCII with nothing encoded: they decode to themselves and
+    // can hold no control character, so only a repeated name is looked for. Any other is
+    // decoded and checked whole.
+    if query
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'+')
+    {
+        check_repeats(raw_pairs(query).map(|(k, _)| k))?;
     } else {
-        check_pairs(raw_pairs(query).map(|(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v))))?;
+        let decoded: Vec<_> = pairs().collect();
+        for (k, v) in &decoded {
+            if has_control(k) || has_control(v) {
+                return Err(Error::param(
+                    k,
+                    format!("{k} must not contain control characters."),
+                ));
+            }
+        }
+        check_repeats(decoded.iter().map(|(k, _)| k.as_ref()))?;
     }
     // Read plainly; only a query that does not fit is read again to name the parameter
     // at fault (tracking the path costs on every read, and a mistake is rare).
@@ -199,18 +209,12 @@ pub(crate) fn raw_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
-/// Refuses a parameter given twice or holding control characters.
-fn check_pairs<'a>(pairs: impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)>) -> Result<(), Error> {
+/// Refuses a parameter given twice.
+fn check_repeats<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), Error> {
     let mut seen = Vec::with_capacity(4);
-    for (k, v) in pairs {
-        if has_control(&k) || has_control(&v) {
-            return Err(Error::param(
-                &k,
-                format!("{k} must not contain control characters."),
-            ));
-        }
+    for k in names {
         if seen.contains(&k) {
-            return Err(Error::param(&k, format!("{k} is given more than once.")));
+            return Err(Error::param(k, format!("{k} is given more than once.")));
         }
         seen.push(k);
     }
@@ -317,6 +321,13 @@ mod tests {
         assert_eq!(e.param.as_deref(), Some("customer"));
         let e = parse_query::<Q>("customer=a%00b").unwrap_err();
         assert_eq!(e.param.as_deref(), Some("customer"));
+        // A control character written as it is (U+0085 is two bytes, both above ASCII),
+        // or as a `+` beside an encoded one.
+        let e = parse_query::<Q>("customer=a\u{85}b").unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("customer"));
+        let e = parse_query::<Q>("limit=3&customer=a+%07").unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("customer"));
         assert!(parse_query::<Q>("customer=cust_1&limit=3").is_ok());
+        assert!(parse_query::<Q>("customer=caf\u{e9}+cr%C3%A8me").is_ok());
     }
 }
