@@ -33,9 +33,13 @@ struct Entry {
     held: Vec<Held>,
 }
 
+/// Each customer's grants. Hashed with foldhash rather than SipHash: every check hashes
+/// its key, the keys are ids this service made, and a caller's id only looks one up.
+type Customers = HashMap<Key, Entry, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 pub struct AccessIndex {
-    customers: RwLock<HashMap<Key, Entry>>,
+    customers: RwLock<Customers>,
     tickets: AtomicU64,
 }
 
@@ -78,11 +82,11 @@ impl AccessIndex {
         self.tickets.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Entry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Customers> {
         self.customers.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Entry>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Customers> {
         self.customers.read().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -84,8 +84,9 @@ pub struct Inner {
     pub access: AccessIndex,
     pub checkout_limiter: DefaultKeyedRateLimiter<TenantId>,
     /// Tenants by the SHA-256 of their API keys (the digest's bytes: nothing to format on
-    /// the path every request takes).
-    keys: RwLock<HashMap<KeyDigest, (Arc<Tenant>, Instant)>>,
+    /// the path every request takes), hashed with foldhash rather than SipHash: a digest
+    /// cannot be chosen to collide.
+    keys: RwLock<HashMap<KeyDigest, (Arc<Tenant>, Instant), foldhash::fast::RandomState>>,
     /// Customers and products known to exist, per tenant: an access check for ids the
     /// index holds nothing for asks the database once, then answers from here.
     known_customers: RwLock<HashSet<(TenantId, CustomerId)>>,
