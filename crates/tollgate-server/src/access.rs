@@ -76,6 +76,53 @@ impl AccessAnswer {
     };
 }
 
+impl AccessAnswer {
+    /// The answer as JSON: the bytes serde_json writes for it, written directly. Through
+    /// serde_json, escaping each key and id byte by byte was the largest cost of an access
+    /// check over what a minimal server spends (about 2,900 of its 34,000 instructions,
+    /// by callgrind). An id is written as it stands only when it holds nothing JSON would
+    /// escape, which every id Tollgate makes does; any other goes through serde_json.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(match self.has_access {
+            true => b"{\"has_access\":true,\"source\":",
+            false => b"{\"has_access\":false,\"source\":",
+        });
+        out.extend_from_slice(match self.source {
+            None => b"null",
+            Some(AccessSource::Purchase) => b"\"purchase\"",
+            Some(AccessSource::Subscription) => b"\"subscription\"",
+        });
+        out.extend_from_slice(b",\"purchase_id\":");
+        string_or_null(&mut out, self.purchase_id.as_ref().map(PurchaseId::as_str));
+        out.extend_from_slice(b",\"subscription_id\":");
+        string_or_null(
+            &mut out,
+            self.subscription_id.as_ref().map(SubscriptionId::as_str),
+        );
+        out.extend_from_slice(b",\"expires_at\":");
+        match self.expires_at {
+            None => out.extend_from_slice(b"null"),
+            Some(t) => out.extend_from_slice(t.secs().to_string().as_bytes()),
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+fn string_or_null(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => out.extend_from_slice(b"null"),
+        Some(s) if s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        }
+        // Writing into a Vec cannot fail.
+        Some(s) => serde_json::to_writer(&mut *out, s).unwrap_or_default(),
+    }
+}
+
 impl AccessIndex {
     /// A ticket to take before reading grants from the database.
     pub fn ticket(&self) -> u64 {
@@ -233,6 +280,37 @@ mod tests {
             target: GrantTarget::Product(p.clone()),
             source: GrantSource::Purchase(PurchaseId::generate()),
             expires_at: None,
+        }
+    }
+
+    #[test]
+    fn an_answer_is_written_as_serde_json_writes_it() {
+        let odd = |s: &str| PurchaseId::from_db(s.to_owned());
+        let mut answers = vec![AccessAnswer::NONE];
+        for source in [
+            None,
+            Some(AccessSource::Purchase),
+            Some(AccessSource::Subscription),
+        ] {
+            for purchase_id in [None, Some(PurchaseId::generate()), Some(odd("pur_\"\\é\n"))] {
+                for subscription_id in [None, Some(SubscriptionId::generate())] {
+                    for expires_at in [None, Some(at(1_700_000_000)), Some(at(-1))] {
+                        answers.push(AccessAnswer {
+                            has_access: source.is_some(),
+                            source,
+                            purchase_id: purchase_id.clone(),
+                            subscription_id: subscription_id.clone(),
+                            expires_at,
+                        });
+                    }
+                }
+            }
+        }
+        for a in answers {
+            assert_eq!(
+                String::from_utf8(a.to_json()).unwrap(),
+                serde_json::to_string(&a).unwrap()
+            );
         }
     }
 

@@ -102,8 +102,14 @@ async fn check(
     State(state): State<AppState>,
     tenant: TenantExt,
     Query(q): Query<Check>,
-) -> Answer<AccessAnswer> {
-    Ok(axum::Json(answer(&state, &tenant, &q, None).await?.2))
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let (_, _, answer) = answer(&state, &tenant, &q, None).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        answer.to_json(),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, ToSchema)]
