@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tollgate_domain::{StripeEventId, TenantId, Timestamp};
-use tollgate_store::{Claimed, Engine, NewInboxEvent, StoreError};
+use tollgate_store::{Claimed, NewInboxEvent, StoreError};
 
 use crate::state::AppState;
 use crate::usecases::events::EventObject;
@@ -60,29 +60,21 @@ impl Ingest {
     }
 }
 
-/// Writes queued arrivals in batches until the channel closes, then waits for the
-/// batches under way.
+/// Writes queued arrivals in batches, one batch at a time, until the channel closes.
+///
+/// One at a time on PostgreSQL too: while a batch is written, the next requests queue
+/// and the next batch takes them all. Three batches side by side (32 senders, 30,000 to
+/// 50,000 events of 3.6 kB, 2 cores) cost PostgreSQL 0.11–0.12 ms of CPU per event and
+/// acknowledged 7,000–7,400 events/s (p99 10.2 ms); one at a time cost 0.074–0.082 ms and
+/// acknowledged 7,700–8,500/s (p99 9.5–11.1 ms). SQLite has a single writer anyway.
 pub async fn run(state: AppState, mut rx: Queue) {
-    // PostgreSQL flushes transactions that commit together at once and works on them in
-    // several processes, so a few batches are written side by side; SQLite has one writer,
-    // and a second batch would only wait for it with fewer events than it could take.
-    let side_by_side = match state.store.engine() {
-        Engine::Postgres => 3,
-        Engine::Sqlite => 1,
-    };
-    let mut writing = tokio::task::JoinSet::new();
     let mut batch: Vec<Waiting> = Vec::with_capacity(MAX_BATCH);
-    loop {
-        while writing.len() >= side_by_side {
-            writing.join_next().await;
-        }
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            break;
-        }
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (state, batch) = (state.clone(), std::mem::take(&mut batch));
-        writing.spawn(async move { write(&state, batch).await });
+        // In a task of its own, so that a batch that panics fails only its own requests
+        // (their answers are dropped) and the writer goes on.
+        let _ = tokio::spawn(async move { write(&state, batch).await }).await;
     }
-    while writing.join_next().await.is_some() {}
 }
 
 async fn write(state: &AppState, batch: Vec<Waiting>) {
