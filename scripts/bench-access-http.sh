@@ -10,6 +10,8 @@
 # BENCH_JSON_OUT=FILE appends the results as one JSON line; TOLLGATE_BENCH_POSTGRES_URL
 # names a server the script may create and drop a database on. When TOLLGATE_BIN and
 # ACCESS_BASELINE_BIN are set (scripts/bench.sh), nothing is built.
+# BENCH_ACCESS_CALLGRIND=N counts the instructions of N checks on each server instead
+# (valgrind), a figure that repeats within about 1% from run to run.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 secs="${1:-10}"
@@ -81,6 +83,52 @@ api "$base/v1/checkout_sessions/$(echo "$session" | json_field '["stripe_checkou
 check="/v1/access?customer=$customer&product=$product"
 answer=$(api "$base$check")
 echo "$answer" | grep -q '"has_access":true' || { echo "no access after the purchase: $answer" >&2; exit 1; }
+
+# BENCH_ACCESS_CALLGRIND=N: instead of wrk, count the instructions each server spends on N
+# checks under valgrind's callgrind (repeatable from run to run, where rates are not), one
+# keep-alive connection, after 200 checks not counted. Valgrind runs SHA-256 without the
+# CPU's SHA instructions, which inflates Tollgate's key hash about tenfold.
+if [ -n "${BENCH_ACCESS_CALLGRIND:-}" ]; then
+  command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
+  n="$BENCH_ACCESS_CALLGRIND"
+  # Asks for the check N times on one connection; fails on any answer but 200.
+  ask() {
+    python3 - "$1" "$check" "$key" "$2" <<'PY'
+import http.client, sys
+port, path, key, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+c = http.client.HTTPConnection("127.0.0.1", port)
+for _ in range(n):
+    c.request("GET", path, headers={"Authorization": "Bearer " + key})
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit(f"answered {r.status}")
+PY
+  }
+  # Runs a server under callgrind and prints the instructions its N checks cost.
+  count() {
+    local name="$1" port="$2"; shift 2
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$name.cg" "$@" >"$work/$name.cg.log" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    wait_for "http://127.0.0.1:$port/healthz"
+    ask "$port" 200
+    callgrind_control -i on "$pid" >/dev/null
+    ask "$port" "$n"
+    callgrind_control -i off "$pid" >/dev/null
+    callgrind_control -d "$pid" >/dev/null
+    for _ in $(seq 1 100); do ls "$work/$name.cg".* >/dev/null 2>&1 && break; sleep 0.1; done
+    callgrind_annotate "$work/$name.cg".* 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
+  }
+  kill "$server"; wait "$server" 2>/dev/null || true
+  port=$(free_port)
+  t_ir=$(TOLLGATE_LISTEN="127.0.0.1:$port" count tollgate "$port" "$TOLLGATE_BIN" serve)
+  baseline_port=$(free_port)
+  b_ir=$(count baseline "$baseline_port" "$ACCESS_BASELINE_BIN" --port "$baseline_port" --key "$key" \
+    --customer "$customer" --product "$product" --answer "$answer")
+  python3 -c "import sys; t, b, n = map(int, sys.argv[1:]); print(f'instructions per check ({n} checks, $engine): tollgate {t / n:,.0f}, baseline {b / n:,.0f}, tollgate / baseline {t / b:.2f}')" "$t_ir" "$b_ir" "$n"
+  exit 0
+fi
 
 baseline_port=$(free_port)
 "$ACCESS_BASELINE_BIN" --port "$baseline_port" --key "$key" --customer "$customer" --product "$product" --answer "$answer" >"$work/baseline.log" 2>&1 &
