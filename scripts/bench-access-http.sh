@@ -105,10 +105,13 @@ for _ in range(n):
         sys.exit(f"answered {r.status}")
 PY
   }
-  # Runs a server under callgrind and prints the instructions its N checks cost.
+  # Runs a server under callgrind, asks it N checks, stops it, and leaves in `counted` the
+  # instructions those checks cost. Run in this shell (not in `$(...)`), so that a failure
+  # stops the script and the server is among those cleaned up.
   count() {
     local name="$1" port="$2"; shift 2
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$name.cg" "$@" >"$work/$name.cg.log" 2>&1 &
+    local out="$work/$name.callgrind"
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$@" >"$work/$name.log" 2>&1 &
     local pid=$!
     pids+=("$pid")
     wait_for "http://127.0.0.1:$port/healthz"
@@ -117,15 +120,21 @@ PY
     ask "$port" "$n"
     callgrind_control -i off "$pid" >/dev/null
     callgrind_control -d "$pid" >/dev/null
-    for _ in $(seq 1 100); do ls "$work/$name.cg".* >/dev/null 2>&1 && break; sleep 0.1; done
-    callgrind_annotate "$work/$name.cg".* 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
+    # The dump is written as "<out>.1", by the server's own thread, soon after.
+    for _ in $(seq 1 100); do [ -s "$out.1" ] && break; sleep 0.1; done
+    [ -s "$out.1" ] || { echo "no callgrind dump from $name; see $work/$name.log" >&2; exit 1; }
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    counted=$(callgrind_annotate "$out.1" | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+    [ -n "$counted" ] || { echo "callgrind_annotate read nothing from $out.1" >&2; exit 1; }
   }
   kill "$server"; wait "$server" 2>/dev/null || true
   port=$(free_port)
-  t_ir=$(TOLLGATE_LISTEN="127.0.0.1:$port" count tollgate "$port" "$TOLLGATE_BIN" serve)
+  TOLLGATE_LISTEN="127.0.0.1:$port" count tollgate "$port" "$TOLLGATE_BIN" serve
+  t_ir=$counted
   baseline_port=$(free_port)
-  b_ir=$(count baseline "$baseline_port" "$ACCESS_BASELINE_BIN" --port "$baseline_port" --key "$key" \
-    --customer "$customer" --product "$product" --answer "$answer")
+  count baseline "$baseline_port" "$ACCESS_BASELINE_BIN" --port "$baseline_port" --key "$key" \
+    --customer "$customer" --product "$product" --answer "$answer"
+  b_ir=$counted
   python3 -c "import sys; t, b, n = map(int, sys.argv[1:]); print(f'instructions per check ({n} checks, $engine): tollgate {t / n:,.0f}, baseline {b / n:,.0f}, tollgate / baseline {t / b:.2f}')" "$t_ir" "$b_ir" "$n"
   exit 0
 fi
