@@ -177,16 +177,19 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Err
     {
         check_repeats(raw_pairs(query).map(|(k, _)| k))?;
     } else {
-        let decoded: Vec<_> = pairs().collect();
-        for (k, v) in &decoded {
-            if has_control(k) || has_control(v) {
+        let mut seen = Vec::with_capacity(4);
+        for (k, v) in pairs() {
+            if has_control(&k) || has_control(&v) {
                 return Err(Error::param(
-                    k,
+                    &k,
                     format!("{k} must not contain control characters."),
                 ));
             }
+            if seen.contains(&k) {
+                return Err(given_twice(&k));
+            }
+            seen.push(k);
         }
-        check_repeats(decoded.iter().map(|(k, _)| k.as_ref()))?;
     }
     // Read plainly; only a query that does not fit is read again to name the parameter
     // at fault (tracking the path costs on every read, and a mistake is rare).
@@ -214,11 +217,15 @@ fn check_repeats<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), Error> 
     let mut seen = Vec::with_capacity(4);
     for k in names {
         if seen.contains(&k) {
-            return Err(Error::param(k, format!("{k} is given more than once.")));
+            return Err(given_twice(k));
         }
         seen.push(k);
     }
     Ok(())
+}
+
+fn given_twice(name: &str) -> Error {
+    Error::param(name, format!("{name} is given more than once."))
 }
 
 /// One path segment, percent-decoded; a segment that is not UTF-8 is refused in our
@@ -321,6 +328,9 @@ mod tests {
         assert_eq!(e.param.as_deref(), Some("customer"));
         let e = parse_query::<Q>("customer=a%00b").unwrap_err();
         assert_eq!(e.param.as_deref(), Some("customer"));
+        // Pairs are checked in turn: the first fault found is the one named.
+        let e = parse_query::<Q>("limit=1&limit=2&customer=%00").unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("limit"));
         // A control character written as it is (U+0085 is two bytes, both above ASCII),
         // or as a `+` beside an encoded one.
         let e = parse_query::<Q>("customer=a\u{85}b").unwrap_err();
