@@ -60,7 +60,7 @@ impl Ingest {
     }
 }
 
-/// Writes queued arrivals in batches, one batch at a time, until the channel closes.
+/// Writes queued arrivals in batches, one batch at a time, for as long as the service runs.
 ///
 /// One at a time on PostgreSQL too: while a batch is written, the next requests queue
 /// and the next batch takes them all. Three batches side by side (32 senders, 30,000 to
