@@ -364,9 +364,8 @@ impl Store {
         order: &OrderId,
     ) -> Result<Vec<Purchase>> {
         let rows = db(sqlx::query(&format!(
-            "SELECT p.{} FROM purchases p WHERE p.tenant_id = $3 AND p.order_id = $4 AND {OWED_DUPLICATE} \
-             ORDER BY p.created_at, p.id",
-            COLUMNS.replace(", ", ", p.")
+            "SELECT {COLUMNS} FROM purchases p WHERE p.tenant_id = $3 AND p.order_id = $4 AND {OWED_DUPLICATE} \
+             ORDER BY p.created_at, p.id"
         ))
         .bind(PurchaseStatus::Failed.as_str())
         .bind(RefundReason::DuplicatePurchase.as_str())

@@ -5,6 +5,8 @@
 //! The body and the query are deserialized through `serde_path_to_error`, so a wrong type
 //! deep in a body answers with its path (`items[2].quantity`) as `param`.
 
+use std::borrow::Cow;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -169,27 +171,16 @@ where
 pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Error> {
     let pairs = || form_urlencoded::parse(query.as_bytes());
     // Most queries are printable ASCII with nothing encoded: they decode to themselves and
-    // can hold no control character, so only a repeated name is looked for. Any other is
-    // decoded and checked whole.
+    // can hold no control character, so their pairs are checked as they stand, for
+    // repeated names only. Any other is decoded and checked whole.
     if query
         .bytes()
         .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'+')
     {
-        check_repeats(raw_pairs(query).map(|(k, _)| k))?;
+        let raw = raw_pairs(query).map(|(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v)));
+        check_pairs(raw, false)?;
     } else {
-        let mut seen = Vec::with_capacity(4);
-        for (k, v) in pairs() {
-            if has_control(&k) || has_control(&v) {
-                return Err(Error::param(
-                    &k,
-                    format!("{k} must not contain control characters."),
-                ));
-            }
-            if seen.contains(&k) {
-                return Err(given_twice(&k));
-            }
-            seen.push(k);
-        }
+        check_pairs(pairs(), true)?;
     }
     // Read plainly; only a query that does not fit is read again to name the parameter
     // at fault (tracking the path costs on every read, and a mistake is rare).
@@ -212,20 +203,26 @@ pub(crate) fn raw_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
-/// Refuses a parameter given twice.
-fn check_repeats<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), Error> {
+/// Refuses a parameter given twice or, when it may hold one, a control character: the
+/// first fault met, pair by pair.
+fn check_pairs<'a>(
+    pairs: impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)>,
+    may_hold_controls: bool,
+) -> Result<(), Error> {
     let mut seen = Vec::with_capacity(4);
-    for k in names {
+    for (k, v) in pairs {
+        if may_hold_controls && (has_control(&k) || has_control(&v)) {
+            return Err(Error::param(
+                &k,
+                format!("{k} must not contain control characters."),
+            ));
+        }
         if seen.contains(&k) {
-            return Err(given_twice(k));
+            return Err(Error::param(&k, format!("{k} is given more than once.")));
         }
         seen.push(k);
     }
     Ok(())
-}
-
-fn given_twice(name: &str) -> Error {
-    Error::param(name, format!("{name} is given more than once."))
 }
 
 /// One path segment, percent-decoded; a segment that is not UTF-8 is refused in our
