@@ -13,8 +13,11 @@ use sqlx::{Connection, PgConnection, Row};
 
 use crate::EngineKind;
 
-/// The release binary built alongside this bench target.
-pub const TOLLGATE_BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+/// The Tollgate binary run: `TOLLGATE_BIN` if set (to compare two builds on one machine
+/// with one driver), else the release binary built alongside this bench target.
+pub fn tollgate_bin() -> String {
+    std::env::var("TOLLGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tollgate").to_owned())
+}
 /// Any `sk_test_` key opens the sandbox.
 pub const STRIPE_KEY: &str = "sk_test_bench_load";
 /// The secret the driver signs events with and Tollgate verifies them with.
@@ -54,7 +57,7 @@ impl Stack {
         let sandbox_port = free_port()?;
         let sandbox_url = format!("http://127.0.0.1:{sandbox_port}");
         let sandbox = spawn(
-            Command::new(TOLLGATE_BIN)
+            Command::new(tollgate_bin())
                 .args(["sandbox", "--listen", &format!("127.0.0.1:{sandbox_port}")])
                 .env_remove("STRIPE_SANDBOX_API_KEY")
                 .env_remove("TOLLGATE_SANDBOX_STATE"),
@@ -62,7 +65,7 @@ impl Stack {
         )?;
         let tollgate_port = free_port()?;
         let tollgate_url = format!("http://127.0.0.1:{tollgate_port}");
-        let mut tollgate_cmd = Command::new(TOLLGATE_BIN);
+        let mut tollgate_cmd = Command::new(tollgate_bin());
         tollgate_cmd.arg("serve");
         configure(&mut tollgate_cmd, &database_url, &sandbox_url);
         tollgate_cmd.env("TOLLGATE_LISTEN", format!("127.0.0.1:{tollgate_port}"));
@@ -122,7 +125,7 @@ impl Stack {
 
     /// Runs a `tollgate` operator command on the same database and reads its JSON.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let mut cmd = Command::new(TOLLGATE_BIN);
+        let mut cmd = Command::new(tollgate_bin());
         cmd.args(args);
         configure(&mut cmd, &self.database_url, &self.sandbox_url);
         let out = cmd.output().context("running tollgate")?;
@@ -230,7 +233,7 @@ fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
         .stdout(out.try_clone()?)
         .stderr(out)
         .spawn()
-        .with_context(|| format!("starting {TOLLGATE_BIN}"))
+        .with_context(|| format!("starting {}", tollgate_bin()))
 }
 
 /// A port nobody listens on now (the child binds it a moment later).
