@@ -1030,6 +1030,82 @@ pub async fn a_duplicate_payments_failed_refund_is_undone_and_not_asked_again(en
     assert_eq!(refunds[0]["status"], "failed");
 }
 
+/// A second payment's refund that Stripe made but whose answer was lost (a 500), with
+/// none of Stripe's events delivered: the completion reads the payment's refunds from
+/// Stripe after asking, so the refund it made is recorded, once. The sweep does not ask
+/// again, and the events delivered afterwards count nothing more.
+pub async fn a_duplicate_payments_refund_whose_answer_was_lost_is_made_once(engine: Engine) {
+    let Some(t) = spawn(engine).await else { return };
+    let product = t.product("course", 1200, None).await;
+    let customer = t.customer("dup-refund-lost").await;
+    let first = t
+        .checkout(json!({ "customer": customer, "product": product }))
+        .await;
+    let second = t
+        .checkout(json!({ "customer": customer, "product": product }))
+        .await;
+    assert_eq!(t.pay(&first, CARD).await, 303);
+    t.eventually("access", || t.access(&customer, &product))
+        .await;
+    t.set_faults(Faults {
+        lost_answer_rate: 1.0,
+        drop_rate: 1.0,
+        ..Faults::default()
+    });
+    assert_eq!(t.pay(&second, CARD).await, 303);
+    // The return page's sync completes the order and asks for the refund: Stripe makes
+    // it, and its answer is lost.
+    let session = second["stripe_checkout_session_id"].as_str().unwrap();
+    let (status, synced) = t
+        .get(&format!("/v1/checkout_sessions/{session}?sync=true"))
+        .await;
+    assert_eq!(status, 200, "{synced}");
+    let duplicate = || async {
+        t.purchases(&format!("customer={customer}"))
+            .await
+            .into_iter()
+            .find(|p| p["refund_reason"] == "duplicate_purchase")
+            .expect("the second payment is recorded as a duplicate")
+    };
+    let d = duplicate().await;
+    let made = stripe_refunds(&t, &d).await;
+    assert_eq!(
+        (made.len(), sum(&made, "succeeded")),
+        (1, 1200),
+        "Stripe made the refund: {made:?}"
+    );
+    let refunded_once = |d: &Value| {
+        assert_eq!(
+            (d["status"].as_str(), d["refunded_amount"].as_i64()),
+            (Some("refunded"), Some(1200)),
+            "{d}"
+        );
+        assert_eq!(d["refunds"].as_array().map(Vec::len), Some(1), "{d}");
+        assert_eq!(d["refunds"][0]["stripe_refund_id"], made[0]["id"], "{d}");
+    };
+    refunded_once(&purchase(&t, d["id"].as_str().unwrap()).await);
+
+    t.set_faults(Faults::default());
+    tollgate::maintenance::sweep(t.state()).await.unwrap();
+    // Every event Stripe made meanwhile, delivered now.
+    for kind in [
+        "checkout.session.completed",
+        "charge.refunded",
+        "refund.created",
+    ] {
+        t.resend_all(kind).await;
+    }
+    t.deliveries_settled().await;
+    t.drained().await;
+    tollgate::maintenance::sweep(t.state()).await.unwrap();
+    refunded_once(&purchase(&t, d["id"].as_str().unwrap()).await);
+    assert_eq!(stripe_refunds(&t, &d).await.len(), 1);
+    assert!(
+        t.access(&customer, &product).await,
+        "the first purchase stands"
+    );
+}
+
 /// Item 16: every refund of a payment counts, past Stripe's first page.
 pub async fn more_than_a_page_of_refunds_all_count(engine: Engine) {
     let Some(t) = spawn(engine).await else { return };

@@ -81,6 +81,7 @@ both_engines!(
     refunds_and_disputes_before_the_purchase_is_recorded_still_count,
     a_refund_stripe_fails_later_is_undone,
     a_duplicate_payments_failed_refund_is_undone_and_not_asked_again,
+    a_duplicate_payments_refund_whose_answer_was_lost_is_made_once,
     more_than_a_page_of_refunds_all_count,
 );
 
