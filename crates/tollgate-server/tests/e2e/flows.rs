@@ -1,6 +1,6 @@
 //! The flows, each run on both engines by `main.rs`.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use stripe_sandbox::Faults;
 use tollgate_domain::StripeEventId;
 use tollgate_domain::status::InboxStatus;
@@ -18,15 +18,15 @@ pub async fn paid(t: &TestApp, customer: &str, product: &str) -> serde_json::Val
     s
 }
 
-/// Two tabs: two checkouts of one product open before either is paid, then both paid,
-/// the second with `second_card`.
+/// Two tabs: two checkouts of one product open before either is paid.
+pub async fn two_tabs(t: &TestApp, customer: &str, product: &str) -> (Value, Value) {
+    let open = || t.checkout(json!({ "customer": customer, "product": product }));
+    (open().await, open().await)
+}
+
+/// Two tabs, both paid, the second with `second_card`.
 pub async fn paid_in_two_tabs(t: &TestApp, customer: &str, product: &str, second_card: &str) {
-    let first = t
-        .checkout(json!({ "customer": customer, "product": product }))
-        .await;
-    let second = t
-        .checkout(json!({ "customer": customer, "product": product }))
-        .await;
+    let (first, second) = two_tabs(t, customer, product).await;
     assert_eq!(t.pay(&first, CARD).await, 303);
     assert_eq!(t.pay(&second, second_card).await, 303);
 }

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use stripe_sandbox::Faults;
 
-use crate::flows::{CARD, paid, paid_in_two_tabs};
+use crate::flows::{CARD, paid, paid_in_two_tabs, two_tabs};
 use crate::support::{ADMIN_KEY, Engine, TestApp, spawn};
 
 /// One purchase of `product` by `customer` paid with `card`; answers the purchase.
@@ -1038,12 +1038,7 @@ pub async fn a_duplicate_payments_refund_whose_answer_was_lost_is_made_once(engi
     let Some(t) = spawn(engine).await else { return };
     let product = t.product("course", 1200, None).await;
     let customer = t.customer("dup-refund-lost").await;
-    let first = t
-        .checkout(json!({ "customer": customer, "product": product }))
-        .await;
-    let second = t
-        .checkout(json!({ "customer": customer, "product": product }))
-        .await;
+    let (first, second) = two_tabs(&t, &customer, &product).await;
     assert_eq!(t.pay(&first, CARD).await, 303);
     t.eventually("access", || t.access(&customer, &product))
         .await;
