@@ -11,6 +11,7 @@
 //! overwrite a newer one.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -101,7 +102,8 @@ impl AccessAnswer {
         out.extend_from_slice(b",\"expires_at\":");
         match self.expires_at {
             None => out.extend_from_slice(b"null"),
-            Some(t) => out.extend_from_slice(t.secs().to_string().as_bytes()),
+            // Writing into a Vec cannot fail.
+            Some(t) => write!(out, "{}", t.secs()).unwrap_or_default(),
         }
         out.push(b'}');
         out

@@ -103,13 +103,8 @@ async fn check(
     tenant: TenantExt,
     Query(q): Query<Check>,
 ) -> Result<axum::response::Response> {
-    use axum::response::IntoResponse;
     let (_, _, answer) = answer(&state, &tenant, &q, None).await?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        answer.to_json(),
-    )
-        .into_response())
+    Ok(super::json_bytes(answer.to_json()))
 }
 
 #[derive(Deserialize, ToSchema)]
