@@ -3,6 +3,7 @@
 //! customer without access (200) from a customer that is not this tenant's (404).
 
 use axum::extract::State;
+use axum::http::Uri;
 use serde::Deserialize;
 use tollgate_domain::{CustomerId, ProductId, Timestamp};
 use tollgate_store::{GrantTarget, Tenant};
@@ -10,7 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Answer, Json, Query, TenantExt};
+use super::extract::{is_plain, parse_query, raw_pairs};
+use super::{Answer, Json, TenantExt};
 use crate::access::AccessAnswer;
 use crate::error::{Code, Error, Result};
 use crate::state::AppState;
@@ -27,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// One check: a customer and a product or a feature (one of them).
-#[derive(Debug, Deserialize, IntoParams, ToSchema)]
+#[derive(Debug, PartialEq, Deserialize, IntoParams, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct Check {
@@ -39,6 +41,41 @@ pub struct Check {
     product: Option<String>,
     /// A feature a plan grants.
     feature: Option<String>,
+}
+
+impl Check {
+    /// Reads a check from its query string. The usual query (plain, per
+    /// [`is_plain`], and naming `customer`, `product` and `feature` at most once each and
+    /// nothing else) is read as it stands: this is the busiest route, and the general
+    /// reading, which decodes every pair and deserializes through serde, cost a sixth of
+    /// the instructions of a whole check. Any other query takes the general reading,
+    /// which also names what is wrong with it.
+    fn from_query(query: &str) -> Result<Self> {
+        Self::plain(query).map_or_else(|| parse_query(query), Ok)
+    }
+
+    fn plain(query: &str) -> Option<Self> {
+        if !is_plain(query) {
+            return None;
+        }
+        let (mut customer, mut product, mut feature) = (None, None, None);
+        for (name, value) in raw_pairs(query) {
+            let slot = match name {
+                "customer" => &mut customer,
+                "product" => &mut product,
+                "feature" => &mut feature,
+                _ => return None,
+            };
+            if slot.replace(value).is_some() {
+                return None;
+            }
+        }
+        Some(Self {
+            customer: customer?.to_owned(),
+            product: product.map(str::to_owned),
+            feature: feature.map(str::to_owned),
+        })
+    }
 }
 
 /// `batch_index` names the check's place in a batch, for the error's `param`.
@@ -101,8 +138,9 @@ async fn answer(
 async fn check(
     State(state): State<AppState>,
     tenant: TenantExt,
-    Query(q): Query<Check>,
+    uri: Uri,
 ) -> Result<axum::response::Response> {
+    let q = Check::from_query(uri.query().unwrap_or_default())?;
     let (_, _, answer) = answer(&state, &tenant, &q, None).await?;
     Ok(super::json_bytes(answer.to_json()))
 }
@@ -142,4 +180,48 @@ async fn batch(
         object: "list",
         data,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain reading answers as the general one does, whatever the query: the same
+    /// check, or the same error.
+    #[test]
+    fn a_check_is_read_from_any_query_as_the_general_reading_reads_it() {
+        let queries = [
+            "customer=cus_1&product=prd_2",
+            "product=prd_2&customer=cus_1",
+            "customer=cus_1&feature=api_calls",
+            "customer=cus_1&product=prd_2&feature=api_calls",
+            "customer=cus_1",
+            "customer=&product=",
+            "customer&product=prd_2",
+            "customer=cus_1&&product=prd_2&",
+            "customer=cus_1&customer=cus_2&product=prd_2",
+            "customer=cus_1&product=prd_2&product=prd_3",
+            "customer=cus_1&product=prd_2&extra=1",
+            "product=prd_2",
+            "",
+            "customer=cus%5F1&product=prd_2",
+            "customer=cus+1&product=prd_2",
+            "customer=cus_1%00&product=prd_2",
+            "customer=cus_1&product=prd=2",
+        ];
+        for query in queries {
+            let general = parse_query::<Check>(query).map_err(|e| format!("{e:?}"));
+            let read = Check::from_query(query).map_err(|e| format!("{e:?}"));
+            assert_eq!(read, general, "{query}");
+        }
+        // And the plain reading is the one taken for the usual query.
+        assert_eq!(
+            Check::plain("customer=cus_1&product=prd_2"),
+            Some(Check {
+                customer: "cus_1".into(),
+                product: Some("prd_2".into()),
+                feature: None,
+            })
+        );
+    }
 }

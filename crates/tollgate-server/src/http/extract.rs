@@ -173,10 +173,7 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Err
     // Most queries are printable ASCII with nothing encoded: they decode to themselves and
     // can hold no control character, so their pairs are checked as they stand, for
     // repeated names only. Any other is decoded and checked whole.
-    if query
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'+')
-    {
+    if is_plain(query) {
         let raw = raw_pairs(query).map(|(k, v)| (Cow::Borrowed(k), Cow::Borrowed(v)));
         check_pairs(raw, false)?;
     } else {
@@ -192,6 +189,14 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Err
             },
         )
     })
+}
+
+/// Printable ASCII with nothing encoded: a query that decodes to itself and can hold no
+/// control character.
+pub(crate) fn is_plain(query: &str) -> bool {
+    query
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'+')
 }
 
 /// A query's `name=value` pairs as they stand (nothing decoded), empty ones skipped, as
