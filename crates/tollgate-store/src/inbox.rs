@@ -243,24 +243,58 @@ impl Store {
             // SQLite runs the statements of one string one after the other on its thread.
             Engine::Sqlite => format!("BEGIN IMMEDIATE; {inbox}; {payloads}; COMMIT"),
         };
-        let mut q = sqlx::query(&sql);
-        for e in chunk {
-            q = q
-                .bind(e.event_id.as_str())
-                .bind(e.event_type)
-                .bind(e.tenant_id.map(|t| t.as_str()))
-                .bind(e.object_key)
-                .bind(e.event_created.secs())
-                .bind(now.secs())
-                .bind(next_attempt.secs())
-                .bind(token)
-                .bind(attempts);
-        }
-        for e in chunk {
-            q = q.bind(e.event_id.as_str()).bind(e.payload);
-        }
+        let query = || {
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(e.event_id.as_str())
+                    .bind(e.event_type)
+                    .bind(e.tenant_id.map(|t| t.as_str()))
+                    .bind(e.object_key)
+                    .bind(e.event_created.secs())
+                    .bind(now.secs())
+                    .bind(next_attempt.secs())
+                    .bind(token)
+                    .bind(attempts);
+            }
+            for e in chunk {
+                q = q.bind(e.event_id.as_str()).bind(e.payload);
+            }
+            q
+        };
         let rows = match self.engine {
-            Engine::Postgres => db(q.fetch_all(&self.pool).await)?,
+            // On a connection kept for these writes, out of the pool: sqlx tests a pooled
+            // connection with a round trip to the server when it hands it out and again
+            // when it is given back, two round trips per batch on the writer's path (the
+            // ingest writer writes one batch at a time). It is kept only after a write
+            // that succeeded: one that failed or was abandoned midway closes it. The kept
+            // one may have died since its last write (the server restarted or ended it),
+            // so a write that fails on it is made again on a fresh one from the pool,
+            // tested: the statement is atomic and stores each event once, so a second
+            // run changes nothing the first one stored.
+            Engine::Postgres => {
+                let mut kept = self.instance.inbox_conn.lock().await;
+                let written = match kept.take() {
+                    Some(mut conn) => match query().fetch_all(&mut conn).await {
+                        Ok(rows) => Some((conn, rows)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "a webhook batch failed on its kept connection; written again on a fresh one");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let (conn, rows) = match written {
+                    Some(done) => done,
+                    None => {
+                        let mut conn = db(self.pool.acquire().await)?.detach();
+                        let rows = db(query().fetch_all(&mut conn).await)?;
+                        (conn, rows)
+                    }
+                };
+                *kept = Some(conn);
+                rows
+            }
             Engine::Sqlite => {
                 let _turn = self.instance.writer.clone().lock_owned().await;
                 let mut conn = OwnTransaction(Some(db(self.pool.acquire().await)?));
@@ -268,7 +302,7 @@ impl Store {
                 let Some(c) = conn.0.as_deref_mut() else {
                     return Err(crate::StoreError::Unavailable("no connection".into()));
                 };
-                let rows = db(q.fetch_all(c).await)?;
+                let rows = db(query().fetch_all(c).await)?;
                 conn.finished();
                 rows
             }

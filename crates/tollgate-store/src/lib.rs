@@ -349,6 +349,9 @@ struct Instance {
     writer: Arc<tokio::sync::Mutex<()>>,
     /// The connection holding the advisory lock (PostgreSQL only).
     _holder: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
+    /// The connection webhook batches are written on, kept between batches (PostgreSQL
+    /// only; see [`Store::inbox_insert_many`]).
+    inbox_conn: tokio::sync::Mutex<Option<sqlx::AnyConnection>>,
 }
 
 /// A transaction of the store: it reads and writes through its connection as sqlx's own
@@ -450,6 +453,7 @@ impl Store {
                 seq_block: tokio::sync::Mutex::new((0, 0)),
                 writer: Arc::new(tokio::sync::Mutex::new(())),
                 _holder: holder,
+                inbox_conn: tokio::sync::Mutex::new(None),
             }),
         })
     }

@@ -40,25 +40,12 @@ async fn sqlite() -> Store {
 
 /// A store on a fresh Postgres schema, or `None` (skipped) when Postgres is not there.
 async fn postgres() -> Option<Store> {
-    let base = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let (base, admin) = postgres_admin().await?;
     let schema = format!(
         "tg_test_{}_{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    let admin = match Store::connect(&base).await {
-        Ok(s) => s,
-        Err(e) => {
-            if std::env::var("TOLLGATE_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!("PostgreSQL is required (TOLLGATE_REQUIRE_POSTGRES=1) but unreachable: {e}");
-            }
-            eprintln!(
-                "skipped: PostgreSQL unreachable at {base} ({e}); set TOLLGATE_REQUIRE_POSTGRES=1 to require it"
-            );
-            return None;
-        }
-    };
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .execute(admin.pool())
         .await
@@ -73,6 +60,26 @@ async fn postgres() -> Option<Store> {
         .unwrap();
     store.migrate().await.unwrap();
     Some(store)
+}
+
+/// The test server's URL and a store connected to it, or `None` (skipped) when Postgres
+/// is not there.
+async fn postgres_admin() -> Option<(String, Store)> {
+    let base = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin = match Store::connect(&base).await {
+        Ok(s) => s,
+        Err(e) => {
+            if std::env::var("TOLLGATE_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("PostgreSQL is required (TOLLGATE_REQUIRE_POSTGRES=1) but unreachable: {e}");
+            }
+            eprintln!(
+                "skipped: PostgreSQL unreachable at {base} ({e}); set TOLLGATE_REQUIRE_POSTGRES=1 to require it"
+            );
+            return None;
+        }
+    };
+    Some((base, admin))
 }
 
 /// Runs each named case on both engines.
@@ -123,6 +130,64 @@ both_engines!(
     a_duplicate_payment_whose_refund_fails_is_failed_again_and_not_asked_again,
     a_duplicate_payments_refund_failed_before_it_was_recorded_never_counts,
 );
+
+/// On PostgreSQL, webhook batches are written on a connection kept between them. When the
+/// server ends it (a restart, an administrator), the next write, a lone event's too, is
+/// still stored: it is made again on a fresh connection. In a database of its own, so
+/// that only this store's connections are ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_write_after_its_kept_connection_was_ended_is_stored() {
+    let Some((base, admin)) = postgres_admin().await else {
+        return;
+    };
+    let database = format!("tg_test_kept_{}", std::process::id());
+    let (server, params) = base.split_once('?').unwrap_or((&base, ""));
+    let (server, _) = server.rsplit_once('/').unwrap();
+    let url = match params {
+        "" => format!("{server}/{database}"),
+        p => format!("{server}/{database}?{p}"),
+    };
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        format!("CREATE DATABASE {database}"),
+    ] {
+        sqlx::query(&sql).execute(admin.pool()).await.unwrap();
+    }
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let ids: Vec<StripeEventId> = (0..3)
+        .map(|n| StripeEventId::from_stripe(format!("evt_kept_{n}")))
+        .collect();
+    assert!(
+        store
+            .inbox_insert(&inbox_event(&ids[0], None))
+            .await
+            .unwrap()
+    );
+    // Ended, and waited for (up to 5 s), as a server restart ends it.
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
+         WHERE datname = $1 AND query LIKE 'WITH new AS (INSERT INTO webhook_inbox%'",
+    )
+    .bind(&database)
+    .fetch_one(admin.pool())
+    .await
+    .unwrap();
+    assert_eq!(ended, 1, "the kept connection was found and ended");
+    for id in &ids[1..] {
+        let stored = store.inbox_insert(&inbox_event(id, None)).await;
+        assert!(matches!(stored, Ok(true)), "{id}: {stored:?}");
+    }
+    assert_eq!(
+        rows_of_events(&store, "webhook_inbox", "evt_kept_").await,
+        3
+    );
+    drop(store);
+    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+}
 
 /// Item: what is acknowledged must be durable. On SQLite every pooled connection runs
 /// with `synchronous = FULL` (2); on PostgreSQL ordinary transactions keep
