@@ -380,6 +380,9 @@ impl std::ops::DerefMut for Tx<'_> {
     }
 }
 
+/// How long a pooled PostgreSQL connection sits idle before it is tested again before use.
+const TEST_WHEN_IDLE: Duration = Duration::from_secs(1);
+
 /// The advisory lock key of an instance id.
 const INSTANCE_LOCK: &str = "hashtextextended('tollgate-instance:' || $1, 0)";
 
@@ -410,10 +413,23 @@ impl Store {
                 Engine::Postgres => 16,
             })
             .acquire_timeout(Duration::from_secs(5))
-            // An SQLite connection is a file of this process, not a peer that can go away
-            // between uses; testing it first is a round trip to its thread for every query
-            // (170 µs of each webhook batch's 1.5 ms write under load).
-            .test_before_acquire(engine == Engine::Postgres)
+            // sqlx tests every connection given back to the pool with a round trip, and by
+            // default every one it hands out too: two round trips to the server per use.
+            // Only a PostgreSQL connection that has sat idle a while is tested before use
+            // (it may have been cut off: the server restarted, a proxy timed it out); one
+            // given back moments ago was tested then, so under load nothing is tested
+            // twice. An SQLite connection is a file of this process, not a peer that can go
+            // away between uses; testing it was a round trip to its thread for every query.
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
+                Box::pin(async move {
+                    if engine == Engine::Postgres && meta.idle_for >= TEST_WHEN_IDLE {
+                        use sqlx::Connection;
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if engine == Engine::Sqlite {

@@ -131,12 +131,14 @@ both_engines!(
     a_duplicate_payments_refund_failed_before_it_was_recorded_never_counts,
 );
 
-/// On PostgreSQL, webhook batches are written on a connection kept between them. When the
-/// server ends it (a restart, an administrator), the next write, a lone event's too, is
-/// still stored: it is made again on a fresh connection. In a database of its own, so
-/// that only this store's connections are ended.
+/// Connections the PostgreSQL server ends (a restart, an administrator) are replaced, not
+/// used: webhook batches are written on a connection kept between them, and when the
+/// server ends it the next write, a lone event's too, is still stored (made again on a
+/// fresh connection); a pooled connection that has sat idle a second or more is tested
+/// before use, and a dead one replaced. In a database of its own, so that only this
+/// store's connections are ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_write_after_its_kept_connection_was_ended_is_stored() {
+async fn postgres_connections_the_server_ended_are_replaced_not_used() {
     let Some((base, admin)) = postgres_admin().await else {
         return;
     };
@@ -182,6 +184,22 @@ async fn postgres_a_write_after_its_kept_connection_was_ended_is_stored() {
         rows_of_events(&store, "webhook_inbox", "evt_kept_").await,
         3
     );
+    // Every connection of the database ended, the pool's idle ones among them; then left
+    // idle past the store's threshold for testing one before use (one second).
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
+         WHERE datname = $1",
+    )
+    .bind(&database)
+    .fetch_one(admin.pool())
+    .await
+    .unwrap();
+    assert!(ended >= 2, "the pool's connections were ended ({ended})");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for id in &ids {
+        let read = store.inbox_event(id).await;
+        assert!(matches!(read, Ok(Some(_))), "{id}: {read:?}");
+    }
     drop(store);
     sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
         .execute(admin.pool())
