@@ -152,15 +152,7 @@ async fn postgres_connections_the_server_ended_are_replaced_not_used() {
             .await
             .unwrap()
     );
-    // Ended, and waited for (up to 5 s), as a server restart ends it.
-    let ended: i64 = sqlx::query_scalar(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
-         WHERE datname = $1 AND query LIKE 'WITH new AS (INSERT INTO webhook_inbox%'",
-    )
-    .bind(&database)
-    .fetch_one(admin.pool())
-    .await
-    .unwrap();
+    let ended = end_connections(&admin, &database, WRITES_EVENTS).await;
     assert_eq!(ended, 1, "the kept connection was found and ended");
     for id in &ids[1..] {
         let stored = store.inbox_insert(&inbox_event(id, None)).await;
@@ -172,14 +164,7 @@ async fn postgres_connections_the_server_ended_are_replaced_not_used() {
     );
     // Every connection of the database ended, the pool's idle ones among them; then left
     // idle past the store's threshold for testing one before use (one second).
-    let ended: i64 = sqlx::query_scalar(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
-         WHERE datname = $1",
-    )
-    .bind(&database)
-    .fetch_one(admin.pool())
-    .await
-    .unwrap();
+    let ended = end_connections(&admin, &database, "%").await;
     assert!(ended >= 2, "the pool's connections were ended ({ended})");
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     for id in &ids {
@@ -191,6 +176,24 @@ async fn postgres_connections_the_server_ended_are_replaced_not_used() {
         .execute(admin.pool())
         .await
         .unwrap();
+}
+
+/// The statement the webhook writer's connection runs, as a LIKE pattern.
+const WRITES_EVENTS: &str = "WITH new AS (INSERT INTO webhook_inbox%";
+
+/// Ends the connections to `database` whose last statement is like `statement` (a LIKE
+/// pattern), as a restart of the server would, waiting up to 5 s for each to be gone;
+/// answers how many it ended.
+async fn end_connections(admin: &Store, database: &str, statement: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
+         WHERE datname = $1 AND query LIKE $2",
+    )
+    .bind(database)
+    .bind(statement)
+    .fetch_one(admin.pool())
+    .await
+    .unwrap()
 }
 
 /// A store on a PostgreSQL database of its own, made afresh, and the database's name.
@@ -233,16 +236,8 @@ async fn postgres_storing_events_scans_no_whole_table_even_after_an_empty_start(
     for id in &ids {
         assert!(store.inbox_insert(&inbox_event(id, None)).await.unwrap());
     }
-    // A backend reports what it read as it ends: the writer's is ended, and waited for.
-    let ended: i64 = sqlx::query_scalar(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
-         WHERE datname = $1 AND query LIKE 'WITH new AS (INSERT INTO webhook_inbox%'",
-    )
-    .bind(&database)
-    .fetch_one(admin.pool())
-    .await
-    .unwrap();
-    assert_eq!(ended, 1);
+    // A backend reports what it read as it ends: the writer's is ended.
+    assert_eq!(end_connections(&admin, &database, WRITES_EVENTS).await, 1);
     // The migrations' own statements on the empty table are a handful of scans; a scan per
     // stored event would be 100 more.
     let scans: i64 = sqlx::query_scalar(
