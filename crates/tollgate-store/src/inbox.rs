@@ -254,41 +254,44 @@ impl Store {
         // that fails on it is made again on a fresh one from the pool, tested: the
         // statement is atomic and stores each event once, so a second run changes
         // nothing the first one stored.
+        let new_ids = |rows: Vec<AnyRow>| -> Result<HashSet<String>> {
+            rows.iter()
+                .map(|row| db(row.try_get::<String, _>("event_id")))
+                .collect()
+        };
         let mut kept = self.instance.inbox_conn.lock().await;
-        let written = match kept.take() {
-            Some(mut conn) => match query().fetch_all(&mut conn).await {
-                Ok(rows) => Some((conn, rows)),
+        if let Some(mut conn) = kept.take() {
+            match query().fetch_all(&mut conn).await {
+                Ok(rows) => {
+                    *kept = Some(conn);
+                    return new_ids(rows);
+                }
                 Err(e) => {
-                    tracing::debug!(error = %e, "a webhook batch failed on its kept connection; written again on a fresh one");
-                    None
+                    tracing::debug!(error = %e, "a webhook batch failed on its kept connection; written again on a fresh one")
                 }
-            },
-            None => None,
-        };
-        let (conn, rows) = match written {
-            Some(done) => done,
-            None => {
-                let mut conn = db(self.pool.acquire().await)?.detach();
-                if self.engine == Engine::Postgres {
-                    // This connection only inserts by primary key and checks each body's row
-                    // by primary key (the foreign key): index lookups at any size.
-                    // PostgreSQL plans that check once per connection and keeps the plan;
-                    // planned while the inbox was empty (a new database, or after ANALYZE
-                    // of an empty one), it was a scan of the whole table for every event
-                    // stored from then on (measured: one sequential scan per event, 45
-                    // million rows read for 10,000 events).
-                    db(sqlx::query("SET enable_seqscan = off")
-                        .execute(&mut conn)
-                        .await)?;
-                }
-                let rows = db(query().fetch_all(&mut conn).await)?;
-                (conn, rows)
             }
-        };
+        }
+        let mut conn = self.inbox_connection().await?;
+        let rows = db(query().fetch_all(&mut conn).await)?;
         *kept = Some(conn);
-        rows.iter()
-            .map(|row| db(row.try_get::<String, _>("event_id")))
-            .collect()
+        new_ids(rows)
+    }
+
+    /// A connection for webhook batches, taken out of the pool (see `insert_chunk`).
+    async fn inbox_connection(&self) -> Result<sqlx::AnyConnection> {
+        let mut conn = db(self.pool.acquire().await)?.detach();
+        if self.engine == Engine::Postgres {
+            // This connection only inserts by primary key and checks each body's row by
+            // primary key (the foreign key): index lookups at any size. PostgreSQL plans
+            // that check once per connection and keeps the plan; planned while the inbox
+            // was empty (a new database, or after ANALYZE of an empty one), it was a scan
+            // of the whole table for every event stored from then on (measured: one
+            // sequential scan per event, 45 million rows read for 10,000 events).
+            db(sqlx::query("SET enable_seqscan = off")
+                .execute(&mut conn)
+                .await)?;
+        }
+        Ok(conn)
     }
 
     /// Claims up to `limit` due events, oldest first, for `lease`. Two instances never

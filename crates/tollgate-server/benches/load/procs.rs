@@ -233,7 +233,7 @@ fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
         .stdout(out.try_clone()?)
         .stderr(out)
         .spawn()
-        .with_context(|| format!("starting {}", tollgate_bin()))
+        .with_context(|| format!("starting {}", cmd.get_program().display()))
 }
 
 /// A port nobody listens on now (the child binds it a moment later).
