@@ -143,6 +143,29 @@ fn placeholders(engine: Engine, rows: usize, per_row: usize, offset: usize, tail
     sql
 }
 
+/// A pooled SQLite connection running a transaction that sqlx does not know of (begun
+/// by the SQL it runs): unless the transaction is known to be finished, the connection is
+/// closed when this is dropped, not given back to the pool, and closing it rolls back
+/// whatever it began. That covers both a failed statement and a future dropped midway
+/// (a timeout, an aborted task), which would otherwise leave the next user of the
+/// connection inside the transaction, holding SQLite's write lock.
+struct OwnTransaction(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl OwnTransaction {
+    /// The transaction committed: the connection goes back to the pool.
+    fn finished(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for OwnTransaction {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 impl Store {
     /// Stores an event once; a duplicate delivery returns `false` and changes nothing.
     pub async fn inbox_insert(&self, e: &NewInboxEvent<'_>) -> Result<bool> {
@@ -239,26 +262,31 @@ impl Store {
             }
             q
         };
-        // SQLite: this process's turn for the write lock (see `Store::begin`).
-        let _turn = match self.engine {
-            Engine::Sqlite => Some(self.instance.writer.clone().lock_owned().await),
-            Engine::Postgres => None,
-        };
-        // On a connection kept for these writes, out of the pool: sqlx tests a pooled
-        // connection with a round trip (to the server, or to SQLite's thread) when it is
-        // given back, and on PostgreSQL when it is handed out too: round trips per batch
-        // on the writer's path (the ingest writer writes one batch at a time). It is kept
-        // only after a write that succeeded: one that failed or was abandoned midway
-        // closes it (closing rolls back what it began). On PostgreSQL the kept one may
-        // have died since its last write (the server restarted or ended it), so a write
-        // that fails on it is made again on a fresh one from the pool, tested: the
-        // statement is atomic and stores each event once, so a second run changes
-        // nothing the first one stored.
         let new_ids = |rows: Vec<AnyRow>| -> Result<HashSet<String>> {
             rows.iter()
                 .map(|row| db(row.try_get::<String, _>("event_id")))
                 .collect()
         };
+        if self.engine == Engine::Sqlite {
+            let _turn = self.instance.writer.clone().lock_owned().await;
+            let mut conn = OwnTransaction(Some(db(self.pool.acquire().await)?));
+            // Held until `finished`: never `None` here.
+            let Some(c) = conn.0.as_deref_mut() else {
+                return Err(crate::StoreError::Unavailable("no connection".into()));
+            };
+            let rows = db(query().fetch_all(c).await)?;
+            conn.finished();
+            return new_ids(rows);
+        }
+        // PostgreSQL: on a connection kept for these writes, out of the pool. sqlx tests a
+        // pooled connection with a round trip to the server when it hands it out and again
+        // when it is given back: two round trips per batch on the writer's path (the
+        // ingest writer writes one batch at a time). It is kept only after a write that
+        // succeeded: one that failed or was abandoned midway closes it. The kept one may
+        // have died since its last write (the server restarted or ended it), so a write
+        // that fails on it is made again on a fresh one from the pool, tested: the
+        // statement is atomic and stores each event once, so a second run changes nothing
+        // the first one stored.
         let mut kept = self.instance.inbox_conn.lock().await;
         if let Some(mut conn) = kept.take() {
             match query().fetch_all(&mut conn).await {
@@ -277,20 +305,19 @@ impl Store {
         new_ids(rows)
     }
 
-    /// A connection for webhook batches, taken out of the pool (see `insert_chunk`).
+    /// A PostgreSQL connection for webhook batches, taken out of the pool (see
+    /// `insert_chunk`).
     async fn inbox_connection(&self) -> Result<sqlx::AnyConnection> {
         let mut conn = db(self.pool.acquire().await)?.detach();
-        if self.engine == Engine::Postgres {
-            // This connection only inserts by primary key and checks each body's row by
-            // primary key (the foreign key): index lookups at any size. PostgreSQL plans
-            // that check once per connection and keeps the plan; planned while the inbox
-            // was empty (a new database, or after ANALYZE of an empty one), it was a scan
-            // of the whole table for every event stored from then on (measured: one
-            // sequential scan per event, 45 million rows read for 10,000 events).
-            db(sqlx::query("SET enable_seqscan = off")
-                .execute(&mut conn)
-                .await)?;
-        }
+        // This connection only inserts by primary key and checks each body's row by primary
+        // key (the foreign key): index lookups at any size. PostgreSQL plans that check once
+        // per connection and keeps the plan; planned while the inbox was empty (a new
+        // database, or after ANALYZE of an empty one), it was a scan of the whole table for
+        // every event stored from then on (measured: one sequential scan per event, 45
+        // million rows read for 10,000 events).
+        db(sqlx::query("SET enable_seqscan = off")
+            .execute(&mut conn)
+            .await)?;
         Ok(conn)
     }
 

@@ -349,8 +349,8 @@ struct Instance {
     writer: Arc<tokio::sync::Mutex<()>>,
     /// The connection holding the advisory lock (PostgreSQL only).
     _holder: Option<tokio::sync::Mutex<sqlx::AnyConnection>>,
-    /// The connection webhook batches are written on, kept between batches (see
-    /// [`Store::inbox_insert_many`]).
+    /// The connection webhook batches are written on, kept between batches (PostgreSQL
+    /// only; see [`Store::inbox_insert_many`]).
     inbox_conn: tokio::sync::Mutex<Option<sqlx::AnyConnection>>,
 }
 
