@@ -4,13 +4,16 @@
 #   1. applying subscription events at Stripe's latency (~150 ms), end to end;
 #   2. CPU per applied event at no latency, split by process;
 #   3. acknowledging signed, real-sized events from 32 senders;
-#   4. access checks over HTTP against a minimal axum server answering the same JSON;
+#   4. access checks over HTTP against a minimal axum server answering the same JSON,
+#      with wrk on half of the cores and the servers on the other half (the floor), then
+#      with all of them sharing every core (reported beside it);
 #   5. Tollgate's peak resident size (VmHWM) in each run.
-# Tollgate, the sandbox and the load generators share the machine's cores.
+# Apart from the access checks' split, Tollgate, the sandbox and the load generators share
+# the machine's cores.
 #   scripts/bench.sh [both|sqlite|postgres]
 # Sizes (defaults): BENCH_ACK_EVENTS=50000 BENCH_APPLY_EVENTS=10000
 # BENCH_SUBSCRIPTIONS=2000 BENCH_APPLY_LATENCIES=0,150 BENCH_APPLY_DEADLINE=120 (seconds a
-# phase is measured at most) BENCH_ACCESS_SECS=10 BENCH_SENDERS=32 BENCH_ACCESS_CONNECTIONS=16.
+# phase is measured at most) BENCH_ACCESS_SECS=5 BENCH_SENDERS=32 BENCH_ACCESS_CONNECTIONS=16.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 case "${1:-both}" in
@@ -23,7 +26,7 @@ apply_events="${BENCH_APPLY_EVENTS:-10000}"
 subscriptions="${BENCH_SUBSCRIPTIONS:-2000}"
 latencies="${BENCH_APPLY_LATENCIES:-0,150}"
 deadline="${BENCH_APPLY_DEADLINE:-120}"
-access_secs="${BENCH_ACCESS_SECS:-10}"
+access_secs="${BENCH_ACCESS_SECS:-5}"
 senders="${BENCH_SENDERS:-32}"
 connections="${BENCH_ACCESS_CONNECTIONS:-16}"
 
@@ -45,7 +48,9 @@ for engine in "${engines[@]}"; do
   run "$LOAD_BIN" ack --engine "$engine" --senders "$senders" --events "$ack_events" --json-out "$results"
   run "$LOAD_BIN" apply --engine "$engine" --senders "$senders" --events "$apply_events" \
     --subscriptions "$subscriptions" --latency-ms "$latencies" --deadline-secs "$deadline" --json-out "$results"
-  BENCH_JSON_OUT="$results" run "$root/scripts/bench-access-http.sh" "$access_secs" "$connections" "$engine"
+  for cores in split shared; do
+    BENCH_JSON_OUT="$results" run "$root/scripts/bench-access-http.sh" "$access_secs" "$connections" "$engine" "$cores"
+  done
 done
 
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -54,7 +59,7 @@ echo "The same, one at a time:"
 for engine in "${engines[@]}"; do
   echo "  cargo bench -p tollgate --bench load -- ack --engine $engine --senders $senders --events $ack_events"
   echo "  cargo bench -p tollgate --bench load -- apply --engine $engine --senders $senders --events $apply_events --subscriptions $subscriptions --latency-ms $latencies --deadline-secs $deadline"
-  echo "  scripts/bench-access-http.sh $access_secs $connections $engine"
+  echo "  scripts/bench-access-http.sh $access_secs $connections $engine split  # and shared"
 done
 echo
 python3 - "$results" <<'EOF'
@@ -64,7 +69,7 @@ def fmt(n): return f"{n:,.0f}"
 def ms(v): return "-" if v is None else f"{v:.3f}"
 table = []
 def add(floor, engine, measured, target, met):
-    table.append((floor, engine, measured, target, "yes" if met else "NO"))
+    table.append((floor, engine, measured, target, "-" if met is None else "yes" if met else "NO"))
 for engine in ("sqlite", "postgres"):
     mine = [r for r in rows if r["engine"] == engine]
     if not mine:
@@ -87,13 +92,20 @@ for engine in ("sqlite", "postgres"):
             ">= 10,000 events/s", r["rate"] >= 10000)
         add("3 ack p99", engine, f"{r['p99_ms']:.2f} ms (p50 {r['p50_ms']:.2f}, max {r['max_ms']:.1f})", "<= 10 ms", r["p99_ms"] <= 10)
     for r in (r for r in mine if r["scenario"] == "access"):
-        add("4 access vs baseline", engine,
+        floor = r["cores"] == "split"
+        name = "4 access" if floor else "  the same, cores shared"
+        add(f"{name} vs baseline", engine,
             f"{100 * r['ratio']:.1f}% ({fmt(r['rate'])} vs {fmt(r['baseline_rate'])} checks/s; median of rounds "
-            + ", ".join(f"{100 * x:.0f}%" for x in r["ratios"]) + ")", ">= 80%", r["ratio"] >= 0.8)
-        add("4 access p99", engine, f"{r['p99_ms']:.3f} ms, worst round (baseline {r['baseline_p99_ms']:.3f} ms)", "<= 2 ms", r["p99_ms"] <= 2)
+            + ", ".join(f"{100 * x:.0f}%" for x in r["ratios"]) + ")", ">= 80%" if floor else "(reported)",
+            r["ratio"] >= 0.8 if floor else None)
+        add(f"{name} p99", engine,
+            f"{r['p99_ms']:.3f} ms, all rounds' checks (baseline {r['baseline_p99_ms']:.3f}); rounds "
+            + ", ".join(f"{x:.2f}" for x in r["round_p99s_ms"]) + " (baseline "
+            + ", ".join(f"{x:.2f}" for x in r["round_baseline_p99s_ms"]) + ")",
+            "<= 2 ms" if floor else "(reported)", r["p99_ms"] <= 2 if floor else None)
     peaks = []
     for r in mine:
-        name = r["scenario"] + (f" {r['latency_ms']} ms" if r["scenario"] == "apply" else "")
+        name = r["scenario"] + (f" {r['latency_ms']} ms" if r["scenario"] == "apply" else f" {r['cores']}" if r["scenario"] == "access" else "")
         peaks.append((name, r["tollgate_peak_rss_bytes"] / 2**20))
     add("5 peak RSS", engine, ", ".join(f"{n} {v:.0f} MB" for n, v in peaks), "< 100 MB", all(v < 100 for _, v in peaks))
 widths = [max(len(str(row[i])) for row in table + [("floor", "engine", "measured", "target", "met")]) for i in range(5)]
