@@ -14,8 +14,8 @@
 //! a dead letter that can be replayed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -59,12 +59,25 @@ pub struct Queued {
 pub struct Handle {
     tx: mpsc::UnboundedSender<Queued>,
     held: Arc<AtomicUsize>,
+    holding: Holding,
+}
+
+/// The events the dispatcher has in hand (waiting in a lane or being applied), by id.
+type Holding = Arc<Mutex<HashSet<StripeEventId>>>;
+
+fn lock(holding: &Holding) -> std::sync::MutexGuard<'_, HashSet<StripeEventId>> {
+    holding.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Handle {
     /// How many more events the dispatcher takes now.
     pub fn room(&self) -> usize {
         MAX_HELD.saturating_sub(self.held.load(Ordering::Relaxed))
+    }
+
+    /// The events the dispatcher has in hand: the leases to renew.
+    fn holding(&self) -> Vec<StripeEventId> {
+        lock(&self.holding).iter().cloned().collect()
     }
 
     /// Gives the dispatcher events leased to this instance.
@@ -90,6 +103,7 @@ pub fn start(
     let handle = Handle {
         tx,
         held: Arc::new(AtomicUsize::new(0)),
+        holding: Holding::default(),
     };
     let (marks_tx, marks_rx) = mpsc::unbounded_channel();
     let apply: ApplyGroup = {
@@ -108,6 +122,7 @@ pub fn start(
         tokio::spawn(dispatch(
             rx,
             handle.held.clone(),
+            handle.holding.clone(),
             apply,
             marks_tx,
             concurrency.max(1),
@@ -152,6 +167,7 @@ type ApplyGroup = Arc<
 async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<Queued>,
     held: Arc<AtomicUsize>,
+    holding: Holding,
     apply: ApplyGroup,
     marks: mpsc::UnboundedSender<(Claimed, InboxStatus)>,
     concurrency: usize,
@@ -159,7 +175,6 @@ async fn dispatch(
 ) {
     let mut lanes: HashMap<LaneKey, Lane> = HashMap::new();
     let mut ready: VecDeque<LaneKey> = VecDeque::new();
-    let mut holding: HashSet<StripeEventId> = HashSet::new();
     let mut running: JoinSet<Done> = JoinSet::new();
     // Which lane and events each running group has, for a group that panics (and so
     // says nothing of itself).
@@ -184,7 +199,7 @@ async fn dispatch(
         }
         tokio::select! {
             Some(e) = rx.recv(), if !stopping => {
-                if !holding.insert(e.event.event_id.clone()) {
+                if !lock(&holding).insert(e.event.event_id.clone()) {
                     // Claimed again while still held here (its lease was renewed late).
                     held.fetch_sub(1, Ordering::Relaxed);
                     continue;
@@ -205,14 +220,17 @@ async fn dispatch(
                     Err(e) => {
                         let Some((key, started, ids)) = groups.remove(&e.id()) else { continue };
                         // The lane goes on (later events read Stripe afresh); the
-                        // group's own events stay leased to this instance and are
-                        // applied again once it has stopped and its leases are released.
+                        // group's own events are no longer held, so their leases run
+                        // out and they are claimed and applied again.
                         tracing::error!(events = ids.len(), "applying a group of events panicked");
                         Done { key, started, ids, covers: None }
                     }
                 };
-                for id in &done.ids {
-                    holding.remove(id);
+                {
+                    let mut holding = lock(&holding);
+                    for id in &done.ids {
+                        holding.remove(id);
+                    }
                 }
                 held.fetch_sub(done.ids.len(), Ordering::Relaxed);
                 let Some(lane) = lanes.get_mut(&done.key) else { continue };
@@ -223,7 +241,7 @@ async fn dispatch(
                         .partition(|e| e.stored.is_some_and(|at| at < done.started));
                     lane.waiting = rest;
                     for e in covered {
-                        holding.remove(&e.event.event_id);
+                        lock(&holding).remove(&e.event.event_id);
                         held.fetch_sub(1, Ordering::Relaxed);
                         let _ = marks.send((e.event, status));
                     }
@@ -343,7 +361,7 @@ async fn claim(state: AppState, handle: Handle, mut stop: watch::Receiver<bool>)
             return;
         }
         if renewed.is_none_or(|at| at.elapsed() >= RENEW_EVERY) {
-            renew_leases(&state).await;
+            renew_leases(&state, &handle.holding()).await;
             renewed = Some(Instant::now());
         }
         let mut full = false;
@@ -386,8 +404,11 @@ async fn claim(state: AppState, handle: Handle, mut stop: watch::Receiver<bool>)
     }
 }
 
-async fn renew_leases(state: &AppState) {
-    if let Err(e) = state.store.inbox_renew_leases(LEASE).await {
+/// Renews the leases of the events held (only those: an event leased to this instance but
+/// not in hand is left to be claimed again once its lease runs out), and releases those
+/// of dead instances.
+async fn renew_leases(state: &AppState, holding: &[StripeEventId]) {
+    if let Err(e) = state.store.inbox_renew_leases(holding, LEASE).await {
         tracing::warn!(error = %e, "renewing leases failed");
     }
     match state.store.inbox_release_dead_leases().await {
@@ -521,6 +542,7 @@ mod tests {
         events: mpsc::UnboundedSender<Queued>,
         marks: mpsc::UnboundedReceiver<(Claimed, InboxStatus)>,
         held: Arc<AtomicUsize>,
+        holding: Holding,
         stop: watch::Sender<bool>,
         task: JoinHandle<()>,
     }
@@ -530,9 +552,11 @@ mod tests {
         let (marks_tx, marks) = mpsc::unbounded_channel();
         let (stop, stopped) = watch::channel(false);
         let held = Arc::new(AtomicUsize::new(0));
+        let holding = Holding::default();
         let task = tokio::spawn(dispatch(
             rx,
             held.clone(),
+            holding.clone(),
             recorder.apply(),
             marks_tx,
             concurrency,
@@ -542,6 +566,7 @@ mod tests {
             events,
             marks,
             held,
+            holding,
             stop,
             task,
         }
@@ -606,6 +631,32 @@ mod tests {
         );
         d.stop.send(true).unwrap();
         d.task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_leases_renewed_are_those_of_the_events_in_hand() {
+        let r = Recorder::default();
+        let d = run(&r, 8);
+        let in_hand = || {
+            let mut ids: Vec<String> = lock(&d.holding).iter().map(|id| id.to_string()).collect();
+            ids.sort();
+            ids
+        };
+        d.send(event("evt_h1", "sub_h", None));
+        d.send(event("evt_h2", "sub_h", None));
+        d.send(event("evt_i1", "sub_i", None));
+        until("both objects' groups", || r.groups().len() == 2).await;
+        assert_eq!(
+            in_hand(),
+            ["evt_h1", "evt_h2", "evt_i1"],
+            "events being applied and waiting are in hand"
+        );
+        // The first two groups end; what waited behind sub_h's is applied next.
+        r.gate.add_permits(2);
+        until("only evt_h2 in hand", || in_hand() == ["evt_h2"]).await;
+        r.gate.add_permits(1);
+        until("all released", || d.held.load(Ordering::SeqCst) == 0).await;
+        assert!(in_hand().is_empty(), "nothing applied stays in hand");
     }
 
     #[tokio::test]

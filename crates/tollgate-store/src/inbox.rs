@@ -15,7 +15,9 @@ use sqlx::any::AnyRow;
 use tollgate_domain::status::InboxStatus;
 use tollgate_domain::{StripeEventId, TenantId, Timestamp};
 
-use crate::{Engine, Result, Store, db, enum_col, id_col, opt_id_col, opt_ts_col, ts_col};
+use crate::{
+    Engine, Result, Store, db, enum_col, id_col, numbered, opt_id_col, opt_ts_col, ts_col,
+};
 
 /// A stored event, as listed.
 #[derive(Debug, Clone)]
@@ -360,19 +362,32 @@ impl Store {
         Ok(events)
     }
 
-    /// Extends the lease of every event this instance holds (those waiting in its memory
-    /// among them) to `lease` from now.
-    pub async fn inbox_renew_leases(&self, lease: Duration) -> Result<u64> {
+    /// Extends to `lease` from now the leases this instance has on the events named: those
+    /// its worker has in memory. An event leased to this instance that the worker does not
+    /// have (stored and leased in a write whose answer was lost, or left by a group that
+    /// panicked) is not named, so its lease runs out and it is claimed again, rather than
+    /// waiting for this instance to stop. Answers how many leases were extended.
+    pub async fn inbox_renew_leases(&self, held: &[StripeEventId], lease: Duration) -> Result<u64> {
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let until = Timestamp::now().plus(lease).secs();
         let mut tx = self.begin().await?;
         self.commit_without_waiting(&mut tx).await?;
-        let renewed = db(sqlx::query(
-            "UPDATE webhook_inbox SET next_attempt_at = $2 WHERE lease_token = $1 AND status = 'pending'",
-        )
-        .bind(self.instance_id())
-        .bind(Timestamp::now().plus(lease).secs())
-        .execute(&mut *tx)
-        .await)?
-        .rows_affected();
+        let mut renewed = 0;
+        // The lease is tested through `coalesce`, as in `mark_in`: the ids find the rows.
+        for chunk in held.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "UPDATE webhook_inbox SET next_attempt_at = $2 \
+                 WHERE coalesce(lease_token, '') = $1 AND status = 'pending' AND event_id IN ({})",
+                numbered(3, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(self.instance_id()).bind(until);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            renewed += db(q.execute(&mut *tx).await)?.rows_affected();
+        }
         db(tx.commit().await)?;
         Ok(renewed)
     }
@@ -437,11 +452,10 @@ impl Store {
         // find the rows. Tested plainly, PostgreSQL ANDs in the index of leases, which
         // holds every event this instance has in hand, and reads all of it per statement.
         for chunk in events.chunks(INSERT_CHUNK) {
-            let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
             let sql = format!(
                 "UPDATE webhook_inbox SET status = $1, processed_at = $2, lease_token = NULL, last_error = NULL \
                  WHERE coalesce(lease_token, '') = $3 AND status = 'pending' AND event_id IN ({})",
-                ids.join(", ")
+                numbered(4, chunk.len())
             );
             let mut q = sqlx::query(&sql)
                 .bind(status.as_str())

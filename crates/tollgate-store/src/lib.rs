@@ -218,6 +218,14 @@ pub(crate) fn db<T>(r: std::result::Result<T, sqlx::Error>) -> Result<T> {
     r.map_err(StoreError::from_sqlx)
 }
 
+/// `$first, $first+1, ...`: `n` numbered parameters, for a list in `IN (...)`.
+pub(crate) fn numbered(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The customers whose access a committed write changed. The caller refreshes them in
 /// the access index (other instances hear of them through the database).
 #[must_use = "refresh these customers' access"]

@@ -497,13 +497,10 @@ impl Store {
         if payment_intents.is_empty() {
             return Ok(found);
         }
-        let list: Vec<String> = (0..payment_intents.len())
-            .map(|i| format!("${}", i + 2))
-            .collect();
         let sql = format!(
             "SELECT p.id, p.stripe_payment_intent_id FROM purchases p JOIN order_items i ON i.id = p.order_item_id \
              WHERE p.tenant_id = $1 AND p.stripe_payment_intent_id IN ({}) ORDER BY i.position",
-            list.join(", ")
+            crate::numbered(2, payment_intents.len())
         );
         let mut q = sqlx::query(&sql).bind(tenant.as_str());
         for pi in payment_intents {

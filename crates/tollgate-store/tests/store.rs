@@ -109,6 +109,7 @@ both_engines!(
     refunds_reverse_the_split_and_are_idempotent_on_the_stripe_refund,
     inbox_keeps_one_copy_and_one_worker_holds_an_event,
     events_stored_together_are_each_stored_once_and_leased_to_their_instance,
+    only_the_leases_of_events_in_hand_are_renewed,
     a_batch_whose_body_is_refused_stores_nothing_of_that_event_and_the_rest_whole,
     a_batch_abandoned_midway_leaves_no_transaction_behind,
     failed_events_retry_then_dead_letter_and_replay,
@@ -1410,6 +1411,52 @@ async fn a_batch_abandoned_midway_leaves_no_transaction_behind(store: Store) {
 /// or of an earlier delivery is not new), and an event that cannot be stored fails alone.
 /// Leased as they are stored, events are this instance's without a claim; renewed, they
 /// stay so; the leases of an instance that ended are released for others to take.
+/// A lease is renewed for the events the worker names (those in its hands), not for every
+/// event leased to the instance: one stored and leased by a write whose answer was lost
+/// never reached the worker, and once its lease runs out it is claimed again while the
+/// instance lives (renewed along with the rest, it waited for the instance to stop).
+async fn only_the_leases_of_events_in_hand_are_renewed(store: Store) {
+    let in_hand = StripeEventId::from_stripe("evt_in_hand");
+    let stray = StripeEventId::from_stripe("evt_stray");
+    let stored = store
+        .inbox_insert_many(
+            &[inbox_event(&in_hand, None), inbox_event(&stray, None)],
+            Some(Duration::ZERO),
+        )
+        .await;
+    assert!(stored.iter().all(|r| matches!(r, Ok(true))));
+    let_the_lease_run_out().await;
+    let renew = |ids: Vec<StripeEventId>| {
+        let store = store.clone();
+        async move {
+            store
+                .inbox_renew_leases(&ids, Duration::from_secs(60))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(renew(vec![in_hand.clone()]).await, 1);
+    let other = Store::connect(store.url()).await.unwrap();
+    let claimed: Vec<String> = other
+        .inbox_claim(Duration::from_secs(60), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.event_id.to_string())
+        .collect();
+    assert_eq!(
+        claimed,
+        ["evt_stray"],
+        "the event not in hand is taken up again; the one in hand is not"
+    );
+    assert_eq!(
+        renew(vec![stray.clone(), in_hand.clone()]).await,
+        1,
+        "a lease another instance has taken is not renewed"
+    );
+    assert_eq!(renew(vec![]).await, 0);
+}
+
 async fn events_stored_together_are_each_stored_once_and_leased_to_their_instance(store: Store) {
     let ids: Vec<StripeEventId> = (0..250)
         .map(|n| StripeEventId::from_stripe(format!("evt_batch_{n}")))
@@ -1455,7 +1502,7 @@ async fn events_stored_together_are_each_stored_once_and_leased_to_their_instanc
     // Renewed, the leases hold past their first end.
     assert!(
         store
-            .inbox_renew_leases(Duration::from_secs(60))
+            .inbox_renew_leases(&ids, Duration::from_secs(60))
             .await
             .unwrap()
             >= 249
