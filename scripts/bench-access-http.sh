@@ -185,7 +185,7 @@ measure() {
   "${load_on[@]}" wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s "$root/scripts/wrk-percentiles.lua" \
     -H "Authorization: Bearer $key" "$1" >"$2"
   read -r busy1 total1 < <(server_cpu_jiffies)
-  grep -v '^percentile ' "$2" >&2
+  grep -Ev '^(percentile|requests) ' "$2" >&2
   awk -v busy="$(( (busy1 - busy0) * 1000 / (total1 - total0 + 1) ))" '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
     /^ +50%/ { p50 = ms($2) }
