@@ -240,8 +240,9 @@ async fn dispatch(
                         .into_iter()
                         .partition(|e| e.stored.is_some_and(|at| at < done.started));
                     lane.waiting = rest;
+                    let mut in_hand = lock(&holding);
                     for e in covered {
-                        lock(&holding).remove(&e.event.event_id);
+                        in_hand.remove(&e.event.event_id);
                         held.fetch_sub(1, Ordering::Relaxed);
                         let _ = marks.send((e.event, status));
                     }

@@ -146,24 +146,27 @@ fn placeholders(engine: Engine, rows: usize, per_row: usize, offset: usize, tail
 }
 
 /// A pooled SQLite connection running a transaction that sqlx does not know of (begun
-/// by the SQL it runs): unless the transaction is known to be finished, the connection is
-/// closed when this is dropped, not given back to the pool, and closing it rolls back
-/// whatever it began. That covers both a failed statement and a future dropped midway
-/// (a timeout, an aborted task), which would otherwise leave the next user of the
-/// connection inside the transaction, holding SQLite's write lock.
-struct OwnTransaction(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+/// by the SQL it runs): unless `finished` says the transaction committed, the connection
+/// is closed when this is dropped (sqlx's `close_on_drop`), not given back to the pool,
+/// and closing rolls back whatever it began. That covers both a failed statement and a
+/// future dropped midway (a timeout, an aborted task), which would otherwise leave the
+/// next user of the connection inside the transaction, holding SQLite's write lock.
+struct OwnTransaction {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    finished: bool,
+}
 
 impl OwnTransaction {
     /// The transaction committed: the connection goes back to the pool.
     fn finished(mut self) {
-        drop(self.0.take());
+        self.finished = true;
     }
 }
 
 impl Drop for OwnTransaction {
     fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            drop(conn.detach());
+        if !self.finished {
+            self.conn.close_on_drop();
         }
     }
 }
@@ -271,13 +274,12 @@ impl Store {
         };
         if self.engine == Engine::Sqlite {
             let _turn = self.instance.writer.clone().lock_owned().await;
-            let mut conn = OwnTransaction(Some(db(self.pool.acquire().await)?));
-            // Held until `finished`: never `None` here.
-            let Some(c) = conn.0.as_deref_mut() else {
-                return Err(crate::StoreError::Unavailable("no connection".into()));
+            let mut own = OwnTransaction {
+                conn: db(self.pool.acquire().await)?,
+                finished: false,
             };
-            let rows = db(query().fetch_all(c).await)?;
-            conn.finished();
+            let rows = db(query().fetch_all(&mut *own.conn).await)?;
+            own.finished();
             return new_ids(rows);
         }
         // PostgreSQL: on a connection kept for these writes, out of the pool. sqlx tests a

@@ -1407,10 +1407,6 @@ async fn a_batch_abandoned_midway_leaves_no_transaction_behind(store: Store) {
     );
 }
 
-/// Group commit: many events in one write, each stored once (a repeat inside the batch
-/// or of an earlier delivery is not new), and an event that cannot be stored fails alone.
-/// Leased as they are stored, events are this instance's without a claim; renewed, they
-/// stay so; the leases of an instance that ended are released for others to take.
 /// A lease is renewed for the events the worker names (those in its hands), not for every
 /// event leased to the instance: one stored and leased by a write whose answer was lost
 /// never reached the worker, and once its lease runs out it is claimed again while the
@@ -1457,6 +1453,10 @@ async fn only_the_leases_of_events_in_hand_are_renewed(store: Store) {
     assert_eq!(renew(vec![]).await, 0);
 }
 
+/// Group commit: many events in one write, each stored once (a repeat inside the batch
+/// or of an earlier delivery is not new), and an event that cannot be stored fails alone.
+/// Leased as they are stored, events are this instance's without a claim; renewed, they
+/// stay so; the leases of an instance that ended are released for others to take.
 async fn events_stored_together_are_each_stored_once_and_leased_to_their_instance(store: Store) {
     let ids: Vec<StripeEventId> = (0..250)
         .map(|n| StripeEventId::from_stripe(format!("evt_batch_{n}")))
