@@ -38,8 +38,9 @@ echo "building (release) ..." >&2
 source <("$root/scripts/bench-build.sh")
 export TOLLGATE_BIN ACCESS_BASELINE_BIN
 
-# Others' work on the machine skews every figure: say how busy it was.
+# Others' work on the machine skews every figure: say how busy and how fast it was.
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+speed_before="$("$root/scripts/machine-speed.sh")"
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 run() { echo "+ $*" >&2; "$@"; }
@@ -54,6 +55,7 @@ for engine in "${engines[@]}"; do
 done
 
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+speed_after="$("$root/scripts/machine-speed.sh")"
 echo
 echo "The same, one at a time:"
 for engine in "${engines[@]}"; do
@@ -117,3 +119,4 @@ for row in table:
 EOF
 echo
 echo "load average (1, 5, 15 min) before: $load_before; after: $load_after ($(nproc) cores)"
+echo "machine speed (scripts/machine-speed.sh, lower is faster) before: $speed_before; after: $speed_after"
