@@ -6,7 +6,7 @@
 # compared knowing how fast the machine was.
 #   scripts/machine-speed.sh   ->   core 0 0.33 s, core 1 0.34 s
 set -euo pipefail
-out=()
+line=""
 for core in $(seq 0 $(($(nproc) - 1))); do
   secs="$(taskset -c "$core" python3 -c '
 import time
@@ -18,6 +18,6 @@ for _ in range(5):
         s += k * k
     tries.append(time.perf_counter() - t)
 print(f"{sorted(tries)[2]:.2f}")')"
-  out+=("core $core $secs s")
+  line+="${line:+, }core $core $secs s"
 done
-(IFS=,; echo "${out[*]}" | sed 's/,/, /g')
+echo "$line"

@@ -226,11 +226,9 @@ async fn dispatch(
                         Done { key, started, ids, covers: None }
                     }
                 };
-                {
-                    let mut holding = lock(&holding);
-                    for id in &done.ids {
-                        holding.remove(id);
-                    }
+                let mut in_hand = lock(&holding);
+                for id in &done.ids {
+                    in_hand.remove(id);
                 }
                 held.fetch_sub(done.ids.len(), Ordering::Relaxed);
                 let Some(lane) = lanes.get_mut(&done.key) else { continue };
@@ -240,7 +238,6 @@ async fn dispatch(
                         .into_iter()
                         .partition(|e| e.stored.is_some_and(|at| at < done.started));
                     lane.waiting = rest;
-                    let mut in_hand = lock(&holding);
                     for e in covered {
                         in_hand.remove(&e.event.event_id);
                         held.fetch_sub(1, Ordering::Relaxed);

@@ -145,6 +145,12 @@ fn placeholders(engine: Engine, rows: usize, per_row: usize, offset: usize, tail
     sql
 }
 
+/// A value bound into a statement built at run time ([`Store::update_held`]'s `SET`).
+enum Value<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
 /// A pooled SQLite connection running a transaction that sqlx does not know of (begun
 /// by the SQL it runs): unless `finished` says the transaction committed, the connection
 /// is closed when this is dropped (sqlx's `close_on_drop`), not given back to the pool,
@@ -373,23 +379,13 @@ impl Store {
         if held.is_empty() {
             return Ok(0);
         }
-        let until = Timestamp::now().plus(lease).secs();
         let mut tx = self.begin().await?;
         self.commit_without_waiting(&mut tx).await?;
-        let mut renewed = 0;
-        // The lease is tested through `coalesce`, as in `mark_in`: the ids find the rows.
-        for chunk in held.chunks(INSERT_CHUNK) {
-            let sql = format!(
-                "UPDATE webhook_inbox SET next_attempt_at = $2 \
-                 WHERE coalesce(lease_token, '') = $1 AND status = 'pending' AND event_id IN ({})",
-                numbered(3, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(self.instance_id()).bind(until);
-            for id in chunk {
-                q = q.bind(id.as_str());
-            }
-            renewed += db(q.execute(&mut *tx).await)?.rows_affected();
-        }
+        let until = Timestamp::now().plus(lease).secs();
+        let ids: Vec<&str> = held.iter().map(|id| id.as_str()).collect();
+        let renewed = self
+            .update_held(&mut tx, "next_attempt_at = $1", &[Value::Int(until)], &ids)
+            .await?;
         db(tx.commit().await)?;
         Ok(renewed)
     }
@@ -449,26 +445,60 @@ impl Store {
         events: &[E],
         status: InboxStatus,
     ) -> Result<usize> {
-        let mut marked = 0;
-        // The lease is tested through `coalesce`, which no index serves: the event ids
-        // find the rows. Tested plainly, PostgreSQL ANDs in the index of leases, which
-        // holds every event this instance has in hand, and reads all of it per statement.
-        for chunk in events.chunks(INSERT_CHUNK) {
+        let ids: Vec<&str> = events
+            .iter()
+            .map(|e| e.borrow().event_id.as_str())
+            .collect();
+        let marked = self
+            .update_held(
+                tx,
+                "status = $1, processed_at = $2, lease_token = NULL, last_error = NULL",
+                &[
+                    Value::Text(status.as_str()),
+                    Value::Int(Timestamp::now().secs()),
+                ],
+                &ids,
+            )
+            .await?;
+        Ok(marked as usize)
+    }
+
+    /// `UPDATE webhook_inbox SET {set}` for those of the events named that this instance
+    /// holds (pending and leased to it), in chunks; `set` refers to `values` as `$1`,
+    /// `$2`, ... Answers how many rows changed.
+    ///
+    /// The lease is tested through `coalesce`, which no index serves: the event ids find
+    /// the rows. Tested plainly, PostgreSQL ANDs in the index of leases, which holds every
+    /// event this instance has in hand, and reads all of it per statement.
+    async fn update_held(
+        &self,
+        tx: &mut crate::Tx<'_>,
+        set: &str,
+        values: &[Value<'_>],
+        ids: &[&str],
+    ) -> Result<u64> {
+        let holder = values.len() + 1;
+        let mut changed = 0;
+        for chunk in ids.chunks(INSERT_CHUNK) {
             let sql = format!(
-                "UPDATE webhook_inbox SET status = $1, processed_at = $2, lease_token = NULL, last_error = NULL \
-                 WHERE coalesce(lease_token, '') = $3 AND status = 'pending' AND event_id IN ({})",
-                numbered(4, chunk.len())
+                "UPDATE webhook_inbox SET {set} \
+                 WHERE coalesce(lease_token, '') = ${holder} AND status = 'pending' AND event_id IN ({})",
+                numbered(holder + 1, chunk.len())
             );
-            let mut q = sqlx::query(&sql)
-                .bind(status.as_str())
-                .bind(Timestamp::now().secs())
-                .bind(self.instance_id());
-            for e in chunk {
-                q = q.bind(e.borrow().event_id.as_str());
+            let mut q = sqlx::query(&sql);
+            for v in values {
+                q = match v {
+                    Value::Text(t) => q.bind(*t),
+                    Value::Int(n) => q.bind(*n),
+                };
             }
-            marked += db(q.execute(&mut **tx).await)?.rows_affected() as usize;
+            q = q.bind(self.instance_id());
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            changed += db(q.execute(&mut **tx).await)?.rows_affected();
         }
-        Ok(marked)
+        Ok(changed)
     }
 
     /// On PostgreSQL, lets this transaction commit without waiting for its WAL to reach
