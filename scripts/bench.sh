@@ -3,7 +3,7 @@
 # both engines, then one summary table with each figure beside its target:
 #   1. applying subscription events at Stripe's latency (~150 ms), end to end;
 #   2. CPU per applied event at no latency, split by process;
-#   3. acknowledging signed, real-sized events from 32 senders;
+#   3. acknowledging signed, real-sized events from 32 senders (three runs, the median);
 #   4. access checks over HTTP against a minimal axum server answering the same JSON,
 #      with wrk on half of the cores and the servers on the other half (the floor), then
 #      with all of them sharing every core (reported beside it);
@@ -11,7 +11,7 @@
 # Apart from the access checks' split, Tollgate, the sandbox and the load generators share
 # the machine's cores.
 #   scripts/bench.sh [both|sqlite|postgres]
-# Sizes (defaults): BENCH_ACK_EVENTS=50000 BENCH_APPLY_EVENTS=10000
+# Sizes (defaults): BENCH_ACK_EVENTS=50000 BENCH_ACK_RUNS=3 BENCH_APPLY_EVENTS=10000
 # BENCH_SUBSCRIPTIONS=2000 BENCH_APPLY_LATENCIES=0,150 BENCH_APPLY_DEADLINE=120 (seconds a
 # phase is measured at most) BENCH_ACCESS_SECS=5 BENCH_SENDERS=32 BENCH_ACCESS_CONNECTIONS=16.
 set -euo pipefail
@@ -22,6 +22,10 @@ case "${1:-both}" in
   *) echo "usage: $0 [both|sqlite|postgres]" >&2; exit 2 ;;
 esac
 ack_events="${BENCH_ACK_EVENTS:-50000}"
+# The machine's speed moves by a fifth within minutes; one acknowledgement run is one
+# sample of it. Each run starts a fresh server and database; the table shows the median
+# of the runs and every run's figure beside it.
+ack_runs="${BENCH_ACK_RUNS:-3}"
 apply_events="${BENCH_APPLY_EVENTS:-10000}"
 subscriptions="${BENCH_SUBSCRIPTIONS:-2000}"
 latencies="${BENCH_APPLY_LATENCIES:-0,150}"
@@ -46,7 +50,9 @@ trap 'rm -f "$results"' EXIT
 run() { echo "+ $*" >&2; "$@"; }
 for engine in "${engines[@]}"; do
   echo "=== $engine ===" >&2
-  run "$LOAD_BIN" ack --engine "$engine" --senders "$senders" --events "$ack_events" --json-out "$results"
+  for _ in $(seq "$ack_runs"); do
+    run "$LOAD_BIN" ack --engine "$engine" --senders "$senders" --events "$ack_events" --json-out "$results"
+  done
   run "$LOAD_BIN" apply --engine "$engine" --senders "$senders" --events "$apply_events" \
     --subscriptions "$subscriptions" --latency-ms "$latencies" --deadline-secs "$deadline" --json-out "$results"
   for cores in split shared; do
@@ -89,10 +95,15 @@ for engine in ("sqlite", "postgres"):
             f"pg background {ms(c['postgres_background'])}; sandbox {ms(c['sandbox'])}, driver {ms(c['driver'])}); "
             f"{fmt(r['rate'])} events/s; mismatches {r['mismatches']}",
             "<= 2 ms tollgate + database", c["tollgate_and_database"] <= 2 and r["mismatches"] == 0)
-    for r in (r for r in mine if r["scenario"] == "ack"):
-        add("3 ack rate", engine, f"{fmt(r['rate'])} events/s ({r['mean_bytes']:.0f} B mean, {r['senders']} senders)",
-            ">= 10,000 events/s", r["rate"] >= 10000)
-        add("3 ack p99", engine, f"{r['p99_ms']:.2f} ms (p50 {r['p50_ms']:.2f}, max {r['max_ms']:.1f})", "<= 10 ms", r["p99_ms"] <= 10)
+    acks = [r for r in mine if r["scenario"] == "ack"]
+    if acks:
+        median = lambda xs: sorted(xs)[len(xs) // 2]
+        rate, p99 = median([r["rate"] for r in acks]), median([r["p99_ms"] for r in acks])
+        runs = f"median of {len(acks)} runs" if len(acks) > 1 else "one run"
+        add("3 ack rate", engine, f"{fmt(rate)} events/s, {runs}: " + ", ".join(fmt(r["rate"]) for r in acks)
+            + f" ({acks[0]['mean_bytes']:.0f} B mean, {acks[0]['senders']} senders)", ">= 10,000 events/s", rate >= 10000)
+        add("3 ack p99", engine, f"{p99:.2f} ms, {runs}: " + ", ".join(
+            f"{r['p99_ms']:.2f} (p50 {r['p50_ms']:.2f}, max {r['max_ms']:.1f})" for r in acks), "<= 10 ms", p99 <= 10)
     for r in (r for r in mine if r["scenario"] == "access"):
         floor = r["cores"] == "split"
         name = "4 access" if floor else "  the same, cores shared"
@@ -105,10 +116,11 @@ for engine in ("sqlite", "postgres"):
             + ", ".join(f"{x:.2f}" for x in r["round_p99s_ms"]) + " (baseline "
             + ", ".join(f"{x:.2f}" for x in r["round_baseline_p99s_ms"]) + ")",
             "<= 2 ms" if floor else "(reported)", r["p99_ms"] <= 2 if floor else None)
-    peaks = []
+    peaks = {}
     for r in mine:
         name = r["scenario"] + (f" {r['latency_ms']} ms" if r["scenario"] == "apply" else f" {r['cores']}" if r["scenario"] == "access" else "")
-        peaks.append((name, r["tollgate_peak_rss_bytes"] / 2**20))
+        peaks[name] = max(peaks.get(name, 0), r["tollgate_peak_rss_bytes"] / 2**20)
+    peaks = list(peaks.items())
     add("5 peak RSS", engine, ", ".join(f"{n} {v:.0f} MB" for n, v in peaks), "< 100 MB", all(v < 100 for _, v in peaks))
 widths = [max(len(str(row[i])) for row in table + [("floor", "engine", "measured", "target", "met")]) for i in range(5)]
 line = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths))
